@@ -1,0 +1,205 @@
+//! Checkpoint tensors by Hugging Face name, read from safetensors, and the burn layers built
+//! from them.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::Param;
+use burn::nn::{Embedding, LayerNorm, LayerNormConfig, Linear};
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::{Dtype, SafeTensors};
+
+use crate::error::{CotoError, Result};
+
+/// A tensor held in host memory as `f32`, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HostTensor {
+    /// Dimensions, outermost first.
+    pub shape: Vec<usize>,
+    /// Values, row-major.
+    pub data: Vec<f32>,
+}
+
+impl HostTensor {
+    /// A tensor from its shape and values; panics if they disagree, which is a programming error.
+    pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Self {
+        assert_eq!(shape.iter().product::<usize>(), data.len(), "shape {shape:?} does not match data");
+        Self { shape, data }
+    }
+
+    /// Uploads the tensor to `device` as a rank-`D` tensor.
+    pub fn to_tensor<const D: usize>(&self, device: &Device) -> Tensor<D> {
+        Tensor::from_data(TensorData::new(self.data.clone(), self.shape.clone()), device)
+    }
+
+    /// Downloads a tensor to the host.
+    pub fn from_tensor<const D: usize>(tensor: Tensor<D>) -> Self {
+        let shape = tensor.dims().to_vec();
+        let data = tensor
+            .into_data()
+            .convert::<f32>()
+            .try_into_vec_as::<f32>()
+            .unwrap_or_default();
+        Self::new(shape, data)
+    }
+
+    /// The transpose of a matrix.
+    pub fn transposed(&self) -> Self {
+        let [rows, cols] = [self.shape[0], self.shape[1]];
+        let mut data = vec![0.0; self.data.len()];
+        for r in 0..rows {
+            for c in 0..cols {
+                data[c * rows + r] = self.data[r * cols + c];
+            }
+        }
+        Self::new(vec![cols, rows], data)
+    }
+}
+
+/// Floating-point tensors of a checkpoint, by name. Integer buffers (such as BERT's
+/// `embeddings.position_ids`) are not weights and are skipped.
+#[derive(Debug, Clone, Default)]
+pub struct WeightMap {
+    source: PathBuf,
+    tensors: HashMap<String, HostTensor>,
+}
+
+impl WeightMap {
+    /// An empty map; `source` names it in error messages.
+    pub fn new(source: impl Into<PathBuf>) -> Self {
+        Self {
+            source: source.into(),
+            tensors: HashMap::new(),
+        }
+    }
+
+    /// Reads every floating-point tensor of a safetensors file.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| CotoError::io("failed to read", path, e))?;
+        Self::from_bytes(&bytes, path)
+    }
+
+    /// Parses a safetensors buffer; `source` names it in error messages.
+    pub fn from_bytes(bytes: &[u8], source: &Path) -> Result<Self> {
+        let invalid = |message: String| CotoError::Weights {
+            path: source.to_path_buf(),
+            message,
+        };
+        let file = SafeTensors::deserialize(bytes).map_err(|e| {
+            invalid(format!("not a readable safetensors file ({e}); download it again"))
+        })?;
+        let mut map = Self::new(source);
+        for (name, view) in file.tensors() {
+            let data = match view.dtype() {
+                Dtype::F32 => decode(view.data(), 4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+                Dtype::F16 => decode(view.data(), 2, |b| {
+                    burn::tensor::f16::from_le_bytes([b[0], b[1]]).to_f32()
+                }),
+                Dtype::BF16 => decode(view.data(), 2, |b| {
+                    burn::tensor::bf16::from_le_bytes([b[0], b[1]]).to_f32()
+                }),
+                Dtype::F64 => decode(view.data(), 8, |b| {
+                    f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32
+                }),
+                _ => continue,
+            };
+            map.insert(name, HostTensor::new(view.shape().to_vec(), data));
+        }
+        Ok(map)
+    }
+
+    /// Adds or replaces a tensor.
+    pub fn insert(&mut self, name: impl Into<String>, tensor: HostTensor) {
+        self.tensors.insert(name.into(), tensor);
+    }
+
+    /// Removes `prefix` from every name that has it (checkpoints of task models store the
+    /// encoder under `bert.`).
+    pub fn without_prefix(mut self, prefix: &str) -> Self {
+        self.tensors = self
+            .tensors
+            .into_iter()
+            .map(|(name, tensor)| match name.strip_prefix(prefix) {
+                Some(stripped) => (stripped.to_string(), tensor),
+                None => (name, tensor),
+            })
+            .collect();
+        self
+    }
+
+    /// Whether a tensor named `name` exists.
+    pub fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    /// Tensor names, sorted.
+    pub fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.tensors.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The file these weights came from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// Looks up `name` and checks its shape.
+    pub fn get(&self, name: &str, shape: &[usize]) -> Result<&HostTensor> {
+        let tensor = self.tensors.get(name).ok_or_else(|| CotoError::Weights {
+            path: self.source.clone(),
+            message: format!("tensor `{name}` is missing; is this a checkpoint of the configured model?"),
+        })?;
+        if tensor.shape != shape {
+            return Err(CotoError::Weights {
+                path: self.source.clone(),
+                message: format!(
+                    "tensor `{name}` has shape {:?}, but the config expects {shape:?}",
+                    tensor.shape
+                ),
+            });
+        }
+        Ok(tensor)
+    }
+
+    /// Builds a linear layer from `{prefix}.weight` (`[out, in]`, PyTorch's layout) and
+    /// `{prefix}.bias` (`[out]`).
+    pub fn linear(&self, prefix: &str, d_in: usize, d_out: usize, device: &Device) -> Result<Linear> {
+        let weight = self.get(&format!("{prefix}.weight"), &[d_out, d_in])?;
+        let bias = self.get(&format!("{prefix}.bias"), &[d_out])?;
+        Ok(linear_from_torch(weight, Some(bias), device))
+    }
+
+    /// Builds a LayerNorm from `{prefix}.weight` and `{prefix}.bias` (or the older `gamma` and
+    /// `beta` names).
+    pub fn layer_norm(&self, prefix: &str, d: usize, epsilon: f64, device: &Device) -> Result<LayerNorm> {
+        let (gamma, beta) = if self.contains(&format!("{prefix}.gamma")) {
+            ("gamma", "beta")
+        } else {
+            ("weight", "bias")
+        };
+        let mut norm = LayerNormConfig::new(d).with_epsilon(epsilon).init(device);
+        norm.gamma = Param::from_tensor(self.get(&format!("{prefix}.{gamma}"), &[d])?.to_tensor(device));
+        norm.beta = Some(Param::from_tensor(self.get(&format!("{prefix}.{beta}"), &[d])?.to_tensor(device)));
+        Ok(norm)
+    }
+
+    /// Builds an embedding table from `{name}` of shape `[rows, d]`.
+    pub fn embedding(&self, name: &str, rows: usize, d: usize, device: &Device) -> Result<Embedding> {
+        Ok(Embedding {
+            weight: Param::from_tensor(self.get(name, &[rows, d])?.to_tensor(device)),
+        })
+    }
+}
+
+/// Builds a burn linear layer from a PyTorch-layout weight `[out, in]` and optional bias `[out]`.
+pub fn linear_from_torch(weight: &HostTensor, bias: Option<&HostTensor>, device: &Device) -> Linear {
+    Linear {
+        weight: Param::from_tensor(weight.transposed().to_tensor(device)),
+        bias: bias.map(|b| Param::from_tensor(b.to_tensor(device))),
+    }
+}
+
+fn decode(bytes: &[u8], width: usize, convert: impl Fn(&[u8]) -> f32) -> Vec<f32> {
+    bytes.chunks_exact(width).map(convert).collect()
+}
