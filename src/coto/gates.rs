@@ -21,6 +21,11 @@ impl Gates {
         }
     }
 
+    /// Gates for inference: an empty list, under which every adapter index is on.
+    pub fn inference() -> Self {
+        Self { active: Vec::new() }
+    }
+
     /// Gates from an explicit per-adapter list.
     pub fn from_vec(active: Vec<bool>) -> Self {
         Self { active }

@@ -8,6 +8,7 @@ use rand::Rng;
 
 use super::config::{LoraConfig, LoraInit};
 use crate::coto::Gates;
+use crate::model::apply_dropout;
 use crate::rng::{CotoRng, standard_normal};
 
 /// A trainable low-rank update `ΔW = scaling · B·A` for one linear layer.
@@ -82,7 +83,7 @@ impl LoraAdapter {
     /// Computes `scaling · B·A(dropout(x))`, shapes `[..., in]` to `[..., out]`, in PEFT's order
     /// of operations so that results match PEFT to rounding.
     pub fn forward_delta<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let x = self.dropout.forward(x);
+        let x = apply_dropout(&self.dropout, x);
         let hidden = linear(x, self.lora_a.val().transpose(), None);
         linear(hidden, self.lora_b.val().transpose(), None) * self.scaling
     }

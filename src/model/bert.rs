@@ -7,6 +7,7 @@ use burn::tensor::activation::{gelu, softmax};
 use burn::tensor::{Device, Int, Tensor};
 
 use super::config::BertConfig;
+use super::dropout::apply_dropout;
 use super::weights::WeightMap;
 use crate::coto::Gates;
 use crate::error::Result;
@@ -64,7 +65,7 @@ impl BertEmbeddings {
         let sum = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(positions)
             + self.token_type_embeddings.forward(token_types);
-        self.dropout.forward(self.layer_norm.forward(sum))
+        apply_dropout(&self.dropout, self.layer_norm.forward(sum))
     }
 }
 
@@ -99,7 +100,7 @@ impl BertSelfAttention {
         let v = split(self.value.forward_gated(x, gates));
 
         let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt() + mask_bias;
-        let probs = self.dropout.forward(softmax(scores, 3));
+        let probs = apply_dropout(&self.dropout, softmax(scores, 3));
         probs
             .matmul(v)
             .swap_dims(1, 2)
@@ -131,7 +132,7 @@ impl BertResidualOutput {
     /// `LayerNorm(dropout(dense(x)) + residual)`, shapes `[batch, seq, d_in]` and
     /// `[batch, seq, hidden]` to `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>, gates: &Gates) -> Tensor<3> {
-        let projected = self.dropout.forward(self.dense.forward_gated(x, gates));
+        let projected = apply_dropout(&self.dropout, self.dense.forward_gated(x, gates));
         self.layer_norm.forward(projected + residual)
     }
 }

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::bert::BertModel;
 use super::config::BertConfig;
+use super::dropout::apply_dropout;
 use crate::coto::Gates;
 use crate::error::{CotoError, Result};
 use crate::rng::{CotoRng, standard_normal};
@@ -90,7 +91,7 @@ impl BertClassifier {
             (Some(pooler), false) => pooler.forward(hidden),
             _ => mean_pool(hidden, attention_mask),
         };
-        self.classifier.forward(self.dropout.forward(pooled))
+        self.classifier.forward(apply_dropout(&self.dropout, pooled))
     }
 }
 

@@ -4,6 +4,7 @@
 mod bert;
 mod classifier;
 mod config;
+mod dropout;
 mod inject;
 mod tokenizer;
 mod weights;
@@ -16,6 +17,7 @@ pub use bert::{
 };
 pub use classifier::{BertClassifier, Pooling, l2_normalize, mean_pool};
 pub use config::BertConfig;
+pub use dropout::{apply_dropout, seed_masks};
 pub use inject::{TARGETABLE_MODULES, adapter_slots, inject_lora, validate_targets};
 pub use tokenizer::{EncodedBatch, TextTokenizer};
 pub use weights::{HostTensor, WeightMap, linear_from_torch};

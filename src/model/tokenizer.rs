@@ -112,26 +112,36 @@ impl TextTokenizer {
 
     /// Encodes `texts`, truncated to `max_length` and padded to the longest of them.
     pub fn encode_batch(&self, texts: &[&str]) -> Result<EncodedBatch> {
-        let encodings = texts
+        let ids = texts
             .iter()
-            .map(|text| self.encode_one(text))
+            .map(|text| self.encode_ids(text))
             .collect::<Result<Vec<_>>>()?;
-        let seq = encodings.iter().map(|e| e.get_ids().len()).max().unwrap_or(0);
-        let mut input_ids = Vec::with_capacity(texts.len() * seq);
-        let mut attention_mask = Vec::with_capacity(texts.len() * seq);
-        for encoding in &encodings {
-            let ids = encoding.get_ids();
+        let rows: Vec<&[u32]> = ids.iter().map(Vec::as_slice).collect();
+        Ok(self.pad_batch(&rows))
+    }
+
+    /// Token ids of one text, with `[CLS]` and `[SEP]`, truncated to `max_length`.
+    pub fn encode_ids(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self.encode_one(text)?.get_ids().to_vec())
+    }
+
+    /// Pads token-id rows to the longest of them.
+    pub fn pad_batch(&self, rows: &[&[u32]]) -> EncodedBatch {
+        let seq = rows.iter().map(|ids| ids.len()).max().unwrap_or(0);
+        let mut input_ids = Vec::with_capacity(rows.len() * seq);
+        let mut attention_mask = Vec::with_capacity(rows.len() * seq);
+        for ids in rows {
             input_ids.extend(ids.iter().map(|&id| id as i64));
             attention_mask.extend(std::iter::repeat_n(1, ids.len()));
             input_ids.extend(std::iter::repeat_n(self.pad_id as i64, seq - ids.len()));
             attention_mask.extend(std::iter::repeat_n(0, seq - ids.len()));
         }
-        Ok(EncodedBatch {
+        EncodedBatch {
             input_ids,
             attention_mask,
-            batch: texts.len(),
+            batch: rows.len(),
             seq,
-        })
+        }
     }
 
     fn encode_one(&self, text: &str) -> Result<tokenizers::Encoding> {

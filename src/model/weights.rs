@@ -144,6 +144,11 @@ impl WeightMap {
         &self.source
     }
 
+    /// Looks up `name` whatever its shape.
+    pub fn get_any(&self, name: &str) -> Option<&HostTensor> {
+        self.tensors.get(name)
+    }
+
     /// Looks up `name` and checks its shape.
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<&HostTensor> {
         let tensor = self.tensors.get(name).ok_or_else(|| CotoError::Weights {

@@ -1,0 +1,338 @@
+//! The training loop shared by the CLI and the browser: one optimizer step at a time, with
+//! CoTo gates redrawn after each step and evaluation with every adapter on.
+
+use burn::module::Module;
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Device, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::config::TrainConfig;
+use super::lr::LrScheduler;
+use super::metrics::{Metrics, argmax_rows, cross_entropy_rows};
+use super::optim::{AdamW, AdamWConfig, ParamGrads};
+use crate::coto::{AdapterGroups, AdapterSlot, CotoSchedule, GateController, Gates, Mode};
+use crate::data::{Dataset, EpochOrder, Example, LabelMap};
+use crate::error::{CotoError, Result};
+use crate::model::{BertClassifier, BertModel, Checkpoint, EncodedBatch, TextTokenizer, inject_lora, seed_masks};
+use crate::rng;
+
+/// The generator stream reserved for adapter and head initialisation.
+const INIT_STREAM: u64 = 1;
+
+/// What one optimizer step did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepReport {
+    /// The optimizer step just taken, from 1.
+    pub step: usize,
+    /// Mean training loss over the step's examples.
+    pub loss: f64,
+    /// Learning rate used.
+    pub lr: f64,
+    /// CoTo's activation probability for this step's draw.
+    pub p: f64,
+    /// Per group, whether it was on during this step.
+    pub active_groups: Vec<bool>,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Real (unpadded) tokens processed.
+    pub tokens: usize,
+    /// Examples processed.
+    pub examples: usize,
+}
+
+/// An evaluation result at a given step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalReport {
+    /// Optimizer steps taken when evaluated.
+    pub step: usize,
+    /// The metrics.
+    pub metrics: Metrics,
+}
+
+/// Predictions for a set of examples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Predictions {
+    /// Logits, `[examples, classes]` row-major.
+    pub logits: Vec<f32>,
+    /// Predicted class ids.
+    pub predicted: Vec<usize>,
+}
+
+/// A classifier with LoRA adapters, its data, and the optimizer and CoTo state of a run.
+pub struct Trainer {
+    config: TrainConfig,
+    device: Device,
+    model: BertClassifier,
+    tokenizer: TextTokenizer,
+    dataset: Dataset,
+    train_tokens: Vec<Vec<u32>>,
+    slots: Vec<AdapterSlot>,
+    gates: GateController,
+    optimizer: AdamW,
+    scheduler: LrScheduler,
+    order: EpochOrder,
+    total_steps: usize,
+}
+
+impl Trainer {
+    /// Builds the classifier on `device` (made an autodiff device), adds adapters, tokenises
+    /// the training texts and sets up the schedule for the whole run.
+    pub fn new(checkpoint: Checkpoint, dataset: Dataset, config: TrainConfig, device: &Device) -> Result<Self> {
+        config.validate()?;
+        if dataset.train.is_empty() || dataset.validation.is_empty() {
+            return Err(CotoError::Data {
+                source_name: "dataset".into(),
+                message: format!(
+                    "{} training and {} validation examples; both sets need at least one",
+                    dataset.train.len(),
+                    dataset.validation.len()
+                ),
+            });
+        }
+        let device = device.clone().autodiff();
+        let Checkpoint {
+            config: bert_config,
+            weights,
+            tokenizer,
+        } = checkpoint;
+
+        let mut init_rng = rng::seeded(config.seed, INIT_STREAM);
+        let mut bert = BertModel::load(&bert_config, &weights, &device)?;
+        drop(weights);
+        let slots = inject_lora(&mut bert, &config.lora, &mut init_rng, &device)?;
+        let model = BertClassifier::new(
+            bert,
+            &bert_config,
+            dataset.labels.len(),
+            config.pooling,
+            &mut init_rng,
+            &device,
+        )?;
+
+        let train_tokens = dataset
+            .train
+            .iter()
+            .map(|example| tokenizer.encode_ids(&example.text))
+            .collect::<Result<Vec<_>>>()?;
+        let total_steps = config.total_steps(dataset.train.len());
+        let groups = AdapterGroups::build(&config.grouping, &slots)?;
+        let schedule = CotoSchedule::new(config.coto.clone(), total_steps)?;
+        let gates = GateController::new(config.method, schedule, groups, config.seed);
+        let optimizer = AdamW::new(AdamWConfig {
+            weight_decay: config.weight_decay,
+            ..AdamWConfig::default()
+        });
+        let scheduler = LrScheduler::new(config.lr, config.warmup_ratio, total_steps, config.lr_schedule);
+        let order = EpochOrder::new(dataset.train.len(), config.seed);
+
+        Ok(Self {
+            config,
+            device,
+            model,
+            tokenizer,
+            dataset,
+            train_tokens,
+            slots,
+            gates,
+            optimizer,
+            scheduler,
+            order,
+            total_steps,
+        })
+    }
+
+    /// The run's settings.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &BertClassifier {
+        &self.model
+    }
+
+    /// The adapters, in gate order.
+    pub fn slots(&self) -> &[AdapterSlot] {
+        &self.slots
+    }
+
+    /// The CoTo gate controller.
+    pub fn gates(&self) -> &GateController {
+        &self.gates
+    }
+
+    /// The class names.
+    pub fn labels(&self) -> &LabelMap {
+        &self.dataset.labels
+    }
+
+    /// The data.
+    pub fn dataset(&self) -> &Dataset {
+        &self.dataset
+    }
+
+    /// The tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+
+    /// Optimizer steps taken.
+    pub fn step_count(&self) -> usize {
+        self.gates.step()
+    }
+
+    /// Optimizer steps in the whole run.
+    pub fn total_steps(&self) -> usize {
+        self.total_steps
+    }
+
+    /// Whether every step of the run has been taken.
+    pub fn is_done(&self) -> bool {
+        self.step_count() >= self.total_steps
+    }
+
+    /// Takes one optimizer step: `grad_accum_steps` micro-batches of the training data under
+    /// one CoTo draw, gradient clipping, an AdamW update, then a new draw.
+    pub fn step(&mut self) -> Result<StepReport> {
+        let batches: Vec<(EncodedBatch, Vec<usize>)> = (0..self.config.grad_accum_steps)
+            .map(|_| {
+                let indices = self.order.next_batch(self.config.batch_size);
+                let labels = indices.iter().map(|&i| self.dataset.train[i].label).collect();
+                (self.encode_train(&indices), labels)
+            })
+            .collect();
+        self.step_on(&batches)
+    }
+
+    /// Takes one optimizer step on the given micro-batches (token ids with their class ids)
+    /// instead of the next training batches; benchmarks use it with synthetic batches.
+    pub fn step_on(&mut self, batches: &[(EncodedBatch, Vec<usize>)]) -> Result<StepReport> {
+        let step = self.step_count();
+        let gates = self.gates.gates(Mode::Train);
+        let p = self.gates.p();
+        let active_groups = self.gates.group_states().to_vec();
+        // Dropout masks come from the device generator; seeding it per step makes each step
+        // reproducible on its own, which a resumed run relies on.
+        let step_seed = mix_seed(self.config.seed, step as u64);
+        self.device.seed(step_seed);
+        seed_masks(step_seed);
+
+        let mut grads = ParamGrads::default();
+        let (mut loss_sum, mut tokens, mut examples) = (0.0, 0, 0);
+        for (batch, labels) in batches {
+            let loss = self.loss(batch, labels, &gates) / batches.len() as f64;
+            loss_sum += loss.clone().into_scalar::<f32>() as f64;
+            let mut backward = loss.backward();
+            grads.accumulate(ParamGrads::collect(&mut backward, &self.model));
+            tokens += batch.token_count();
+            examples += labels.len();
+        }
+
+        let grad_norm = grads.clip_global_norm(self.config.max_grad_norm);
+        if !grad_norm.is_finite() || !loss_sum.is_finite() {
+            return Err(CotoError::setting(
+                "lr",
+                self.config.lr,
+                format!(
+                    "training diverged at step {}: the loss or gradient norm is not finite; \
+                     try a lower learning rate",
+                    step + 1
+                ),
+            ));
+        }
+        let lr = self.scheduler.lr(step);
+        let model = self.model.clone();
+        self.model = self.optimizer.step(model, grads, lr);
+        self.gates.after_optimizer_step();
+
+        Ok(StepReport {
+            step: step + 1,
+            loss: loss_sum,
+            lr,
+            p,
+            active_groups,
+            grad_norm,
+            tokens,
+            examples,
+        })
+    }
+
+    /// Evaluates on the validation set with every adapter on. The training draw is untouched.
+    pub fn evaluate(&self) -> Result<EvalReport> {
+        let examples = &self.dataset.validation;
+        let predictions = self.predict_examples(examples)?;
+        let gold: Vec<usize> = examples.iter().map(|e| e.label).collect();
+        let losses = cross_entropy_rows(&predictions.logits, self.dataset.labels.len(), &gold);
+        Ok(EvalReport {
+            step: self.step_count(),
+            metrics: Metrics::compute(&predictions.predicted, &gold, &losses, self.dataset.labels.len()),
+        })
+    }
+
+    /// Logits and predicted classes for `examples`, with every adapter on.
+    pub fn predict_examples(&self, examples: &[Example]) -> Result<Predictions> {
+        let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+        predict_texts(&self.model.valid(), &self.tokenizer, &texts, self.config.eval_batch_size)
+    }
+
+    fn encode_train(&self, indices: &[usize]) -> EncodedBatch {
+        let ids: Vec<&[u32]> = indices.iter().map(|&i| self.train_tokens[i].as_slice()).collect();
+        self.tokenizer.pad_batch(&ids)
+    }
+
+    fn loss(&self, batch: &EncodedBatch, labels: &[usize], gates: &Gates) -> Tensor<1> {
+        let (ids, mask) = batch.to_tensors(&self.device);
+        let logits = self.model.forward(ids, mask, gates);
+        let classes = self.dataset.labels.len();
+        let mut one_hot = vec![0f32; labels.len() * classes];
+        for (row, &label) in labels.iter().enumerate() {
+            one_hot[row * classes + label] = 1.0;
+        }
+        let targets = Tensor::<2>::from_data(TensorData::new(one_hot, [labels.len(), classes]), &self.device);
+        (log_softmax(logits, 1) * targets).sum_dim(1).mean().neg()
+    }
+}
+
+/// Runs `model` (an inference copy, e.g. from `valid()`) on `texts` in batches of `batch_size`
+/// with every adapter on. Texts are batched in order of length, so that each batch pads little,
+/// and the results come back in the input order.
+pub fn predict_texts(
+    model: &BertClassifier,
+    tokenizer: &TextTokenizer,
+    texts: &[&str],
+    batch_size: usize,
+) -> Result<Predictions> {
+    let classes = model.num_labels();
+    let device = model.classifier.weight.val().device();
+    let ids = texts
+        .iter()
+        .map(|text| tokenizer.encode_ids(text))
+        .collect::<Result<Vec<_>>>()?;
+    let mut order: Vec<usize> = (0..texts.len()).collect();
+    order.sort_by_key(|&i| ids[i].len());
+
+    let mut logits = vec![0f32; texts.len() * classes];
+    for chunk in order.chunks(batch_size.max(1)) {
+        let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+        let (input_ids, mask) = tokenizer.pad_batch(&rows).to_tensors(&device);
+        let output = model
+            .forward(input_ids, mask, &Gates::inference())
+            .into_data()
+            .try_into_vec_as::<f32>()
+            .map_err(|e| CotoError::Device(format!("reading logits failed: {e:?}")))?;
+        for (row, &index) in output.chunks_exact(classes).zip(chunk) {
+            logits[index * classes..(index + 1) * classes].copy_from_slice(row);
+        }
+    }
+    let predicted = argmax_rows(&logits, classes);
+    Ok(Predictions { logits, predicted })
+}
+
+/// Combines the run seed and a step number into one seed (SplitMix64's finaliser), so
+/// neighbouring steps get unrelated dropout masks.
+fn mix_seed(seed: u64, step: u64) -> u64 {
+    let mut z = seed ^ step.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
