@@ -12,6 +12,7 @@ pub mod coto;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod linalg;
 pub mod lora;
 pub mod model;
 pub mod rng;

@@ -38,6 +38,7 @@ fn saved_adapter_reloads_with_same_logits() {
         steps: trainer.step_count(),
         metrics: None,
         base_model: None,
+        origin: None,
     };
     let files = AdapterFiles::from_model(trainer.model(), &config.lora, run);
     let weights = files.weights_bytes().unwrap();

@@ -139,3 +139,47 @@ fn out_of_range_setting_is_named() {
     let message = stderr(&output);
     assert!(message.contains("initial_p") && message.contains("1.5"), "{message}");
 }
+
+#[test]
+fn resume_from_checkpoint_matches_uninterrupted_run() {
+    let dir = temp_dir("cli-resume");
+    let model = write_tiny_bert(&dir.join("model"), 1);
+    let data = dir.join("data.tsv");
+    std::fs::write(&data, synthetic_lines(80, 3).join("\n")).unwrap();
+    let train = |output: &Path| {
+        coto(&[
+            "train", "--model", path(&model), "--data", path(&data), "--output", path(output), "--device", "cpu",
+            "--max-length", "16", "--batch-size", "8", "--epochs", "3", "--max-steps", "8", "--save-every", "4",
+            "--eval-every", "0", "--lr", "3e-3",
+        ])
+    };
+    let full = dir.join("full");
+    let output = train(&full);
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(full.join("checkpoints/step-00000004").is_dir());
+    assert!(full.join("checkpoints/step-00000008").is_dir());
+
+    // A run that stopped after its step-4 checkpoint, resumed by a new process.
+    let partial = dir.join("partial");
+    std::fs::create_dir_all(partial.join("checkpoints")).unwrap();
+    let from = full.join("checkpoints/step-00000004");
+    let to = partial.join("checkpoints/step-00000004");
+    std::fs::create_dir_all(&to).unwrap();
+    for entry in std::fs::read_dir(&from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+    let output = coto(&["train", "--resume", path(&partial), "--device", "cpu"]);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let read = |dir: &Path| std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+    assert!(read(&partial) == read(&full), "the resumed run ended with a different adapter");
+
+    let steps = |dir: &Path| {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains("\"kind\":\"step\""))
+            .count()
+    };
+    assert_eq!(steps(&partial), 4, "the resumed log should hold steps 5 to 8 only");
+}

@@ -10,19 +10,48 @@ use crate::error::{CotoError, Result};
 
 /// Writes `bytes` to `path` atomically: a sibling temporary file, `fsync`, then `rename`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    stage_file(path, bytes)?.commit()
+}
+
+/// A file written and flushed under a temporary name beside its target, not yet renamed over
+/// it. Dropping it without [`StagedFile::commit`] deletes the temporary file and leaves the
+/// target untouched.
+#[derive(Debug)]
+pub struct StagedFile {
+    temporary: PathBuf,
+    target: PathBuf,
+}
+
+impl StagedFile {
+    /// Renames the temporary file over the target.
+    pub fn commit(self) -> Result<()> {
+        let result = std::fs::rename(&self.temporary, &self.target);
+        result.map_err(|e| CotoError::io("failed to write", &self.target, e))
+    }
+}
+
+impl Drop for StagedFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.temporary);
+    }
+}
+
+/// Writes `bytes` to a temporary file beside `path` and flushes it to disk; the first half of
+/// [`write_atomic`].
+pub fn stage_file(path: &Path, bytes: &[u8]) -> Result<StagedFile> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temporary: PathBuf = dir.join(format!(".{name}.tmp-{}", std::process::id()));
+    let staged = StagedFile {
+        temporary: dir.join(format!(".{name}.tmp-{}", std::process::id())),
+        target: path.to_path_buf(),
+    };
     let result = (|| {
-        let mut file = std::fs::File::create(&temporary)?;
+        let mut file = std::fs::File::create(&staged.temporary)?;
         file.write_all(bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, path)
+        file.sync_all()
     })();
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&temporary);
-        CotoError::io("failed to write", path, e)
-    })
+    result.map_err(|e| CotoError::io("failed to write", path, e))?;
+    Ok(staged)
 }
 
 /// Saves `files` into `dir` (created if missing).

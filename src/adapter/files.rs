@@ -38,6 +38,9 @@ pub struct RunInfo {
     pub metrics: Option<Metrics>,
     /// The base checkpoint.
     pub base_model: Option<String>,
+    /// How the adapter was made when it is not a training result, e.g. `merge (svd) of a, b`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
 }
 
 /// The three files of a saved adapter.
@@ -76,25 +79,8 @@ impl AdapterFiles {
 
     /// Serialises the tensors as safetensors, with PEFT's `{"format": "pt"}` metadata.
     pub fn weights_bytes(&self) -> Result<Vec<u8>> {
-        let names = self.weights.names();
-        let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = names
-            .iter()
-            .map(|name| {
-                let tensor = self.weights.get_any(name).expect("name listed by the map");
-                let bytes = tensor.data.iter().flat_map(|v| v.to_le_bytes()).collect();
-                (name.to_string(), tensor.shape.clone(), bytes)
-            })
-            .collect();
-        let views = buffers
-            .iter()
-            .map(|(name, shape, bytes)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), bytes)
-                    .map(|view| (name.clone(), view))
-            })
-            .collect::<std::result::Result<Vec<_>, _>>()
-            .map_err(|e| self.invalid(format!("cannot serialise: {e}")))?;
         let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
-        safetensors::serialize(views, Some(metadata)).map_err(|e| self.invalid(format!("cannot serialise: {e}")))
+        self.weights.to_safetensors(Some(metadata))
     }
 
     /// `adapter_config.json` text.
@@ -253,6 +239,58 @@ impl AdapterFiles {
         let mut model = BertClassifier::new(bert, &checkpoint.config, labels.len(), pooling, &mut rng, device)?;
         model.classifier = linear_from_torch(head_weight, Some(head_bias), device);
         Ok((model, labels))
+    }
+
+    /// Module paths (e.g. `encoder.layer.0.attention.self.query`) that carry LoRA factors,
+    /// in layer and module order.
+    pub fn slot_names(&self) -> Vec<String> {
+        let prefix = format!("{}bert.", super::peft::PEFT_PREFIX);
+        let mut names: Vec<(usize, usize, String)> = self
+            .weights
+            .names()
+            .into_iter()
+            .filter_map(|name| name.strip_prefix(&prefix)?.strip_suffix(".lora_A.weight").map(str::to_string))
+            .map(|slot| {
+                let layer = slot.split('.').nth(2).and_then(|n| n.parse().ok()).unwrap_or(usize::MAX);
+                let module = crate::model::TARGETABLE_MODULES
+                    .iter()
+                    .position(|m| slot.ends_with(&format!(".{m}")))
+                    .unwrap_or(usize::MAX);
+                (layer, module, slot)
+            })
+            .collect();
+        names.sort();
+        names.into_iter().map(|(_, _, slot)| slot).collect()
+    }
+
+    /// The factors `A: [r, in]` and `B: [out, r]` of the adapter at `slot`.
+    pub fn factors(&self, slot: &str) -> Result<(&HostTensor, &HostTensor)> {
+        let find = |factor: &str| {
+            let name = lora_tensor_name(slot, factor);
+            self.weights
+                .get_any(&name)
+                .ok_or_else(|| self.invalid(format!("tensor `{name}` is missing")))
+        };
+        Ok((find("lora_A")?, find("lora_B")?))
+    }
+
+    /// `ΔW = scaling · B·A` of the adapter at `slot`, `[out, in]`, in f64.
+    pub fn delta(&self, slot: &str) -> Result<crate::linalg::Matrix> {
+        let (a, b) = self.factors(slot)?;
+        let a = crate::linalg::Matrix::from_f32(a.shape[0], a.shape[1], &a.data);
+        let b = crate::linalg::Matrix::from_f32(b.shape[0], b.shape[1], &b.data);
+        Ok(b.matmul(&a).scale(self.scaling()))
+    }
+
+    /// The classification head `(weight [labels, hidden], bias [labels])`.
+    pub fn head(&self) -> Result<(&HostTensor, &HostTensor)> {
+        let find = |field: &str| {
+            let name = head_tensor_name(field);
+            self.weights
+                .get_any(&name)
+                .ok_or_else(|| self.invalid(format!("tensor `{name}` is missing")))
+        };
+        Ok((find("weight")?, find("bias")?))
     }
 
     fn invalid(&self, message: String) -> CotoError {

@@ -2,11 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
-use clap::ValueEnum;
+use anyhow::{Context, Result, bail};
+use clap::{Args, ValueEnum};
+use coto::adapter::{AdapterFiles, load_adapter};
 use coto::assets::{self, MINILM, SMS_SPAM};
+use coto::data::{DataFormat, DataOptions, Example, LabelMap, read_file};
 use coto::device::{ComputeDevice, DeviceChoice, select_device};
-use coto::model::Checkpoint;
+use coto::model::{BertClassifier, Checkpoint, TextTokenizer};
 
 /// `--device` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,4 +87,129 @@ pub fn data_file(data: Option<&Path>) -> Result<PathBuf> {
 /// Reads a checkpoint directory, naming it on failure.
 pub fn load_checkpoint(dir: &Path, max_length: usize) -> Result<Checkpoint> {
     Checkpoint::from_dir(dir, max_length).with_context(|| format!("cannot load the model in {}", dir.display()))
+}
+
+/// Flags that say how to read a data file.
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Layout of the data files. Default: auto-detected from the extension and first line.
+    #[arg(long, value_enum)]
+    pub format: Option<FormatArg>,
+    /// Column (JSON field) with the text. Default: text.
+    #[arg(long, value_name = "NAME")]
+    pub text_column: Option<String>,
+    /// Column (JSON field) with the label. Default: label.
+    #[arg(long, value_name = "NAME")]
+    pub label_column: Option<String>,
+}
+
+/// `--format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// Comma-separated with a header row.
+    Csv,
+    /// Tab-separated with a header row.
+    Tsv,
+    /// One JSON object per line.
+    Jsonl,
+    /// `label<TAB>text` lines without a header.
+    LabelFirst,
+}
+
+impl DataArgs {
+    /// The reader options these flags select.
+    pub fn options(&self) -> DataOptions {
+        let mut options = DataOptions::default();
+        if let Some(format) = self.format {
+            options.format = match format {
+                FormatArg::Csv => DataFormat::Csv,
+                FormatArg::Tsv => DataFormat::Tsv,
+                FormatArg::Jsonl => DataFormat::Jsonl,
+                FormatArg::LabelFirst => DataFormat::LabelFirst,
+            };
+        }
+        if let Some(column) = &self.text_column {
+            options.text_column = column.clone();
+        }
+        if let Some(column) = &self.label_column {
+            options.label_column = column.clone();
+        }
+        options
+    }
+}
+
+/// Reads labelled examples and maps their labels with `labels` (an adapter's label map).
+pub fn read_examples(path: &Path, options: &DataOptions, labels: &LabelMap) -> Result<Vec<Example>> {
+    let records = read_file(path, options)?;
+    records
+        .into_iter()
+        .map(|record| {
+            let label = labels.id(&record.label).map_err(|_| {
+                anyhow::anyhow!(
+                    "{}: line {}: label {:?} is not one of the adapter's labels {:?}",
+                    path.display(),
+                    record.line,
+                    record.label,
+                    labels.names()
+                )
+            })?;
+            Ok(Example { text: record.text, label })
+        })
+        .collect()
+}
+
+/// An adapter directory read from disk, with the base model it applies to.
+pub struct LoadedAdapter {
+    /// The adapter files.
+    pub files: AdapterFiles,
+    /// The base checkpoint.
+    pub checkpoint: Checkpoint,
+}
+
+impl LoadedAdapter {
+    /// Reads the adapter in `dir` and its base: `model` if given, else the directory recorded in
+    /// `coto_run.json` if it still exists, else the cached all-MiniLM-L6-v2.
+    pub fn read(dir: &Path, model: Option<&Path>, max_length: usize) -> Result<Self> {
+        let files = load_adapter(dir).with_context(|| format!("cannot load the adapter in {}", dir.display()))?;
+        let recorded = files
+            .run
+            .as_ref()
+            .and_then(|r| r.base_model.as_ref())
+            .map(PathBuf::from)
+            .filter(|p| p.join("config.json").is_file());
+        let base = match (model, recorded) {
+            (Some(model), _) => model.to_path_buf(),
+            (None, Some(recorded)) => recorded,
+            (None, None) => model_dir(None)?,
+        };
+        let checkpoint = load_checkpoint(&base, max_length)?;
+        Ok(Self { files, checkpoint })
+    }
+
+    /// Builds the classifier on `device` from these files (or from `files`, a variant of them
+    /// such as a merged or pruned adapter).
+    pub fn classifier(&self, files: &AdapterFiles, device: &ComputeDevice) -> Result<(BertClassifier, LabelMap)> {
+        Ok(files.apply(&self.checkpoint, &device.device)?)
+    }
+
+    /// The base model's tokenizer.
+    pub fn tokenizer(&self) -> &TextTokenizer {
+        &self.checkpoint.tokenizer
+    }
+}
+
+/// Parses merge weights written as `1:1` or `0.7:0.3`, one per adapter.
+pub fn parse_weights(text: Option<&str>, count: usize) -> Result<Vec<f64>> {
+    let Some(text) = text else {
+        return Ok(vec![1.0; count]);
+    };
+    let weights = text
+        .split(':')
+        .map(|w| w.trim().parse::<f64>())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .with_context(|| format!("invalid --weights {text:?}: write numbers separated by colons, e.g. 1:1"))?;
+    if weights.len() != count {
+        bail!("--weights {text:?} has {} values for {count} adapters; give one per adapter", weights.len());
+    }
+    Ok(weights)
 }

@@ -3,7 +3,12 @@
 mod bench;
 mod common;
 mod embed;
+mod eval;
+mod export;
 mod fetch;
+mod merge;
+mod predict;
+mod prune;
 mod train;
 
 use std::process::ExitCode;
@@ -29,6 +34,16 @@ enum Command {
     Fetch(fetch::FetchArgs),
     /// Measure training throughput for plain LoRA and for CoTo at several p.
     Bench(bench::BenchArgs),
+    /// Evaluate an adapter (or a merge, pruning or ensemble of adapters) on labelled data.
+    Eval(Box<eval::EvalArgs>),
+    /// Classify texts with a saved adapter, one JSON line per text.
+    Predict(predict::PredictArgs),
+    /// Merge adapters trained on the same base into one.
+    Merge(merge::MergeArgs),
+    /// Drop adapters by layer or module, or zero the smallest entries of each update.
+    Prune(Box<prune::PruneArgs>),
+    /// Write the base model with an adapter merged in as a Hugging Face checkpoint.
+    Export(export::ExportArgs),
 }
 
 /// Parses the arguments, runs the subcommand and maps errors to a message and exit code 1.
@@ -41,6 +56,11 @@ pub fn main() -> ExitCode {
         Command::Embed(args) => embed::run(args),
         Command::Fetch(args) => fetch::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(*args),
+        Command::Predict(args) => predict::run(args),
+        Command::Merge(args) => merge::run(args),
+        Command::Prune(args) => prune::run(*args),
+        Command::Export(args) => export::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,14 +6,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use coto::adapter::{AdapterFiles, RunInfo, save_adapter};
+use coto::adapter::{AdapterFiles, CONFIG_FILE, RUN_FILE, RunInfo, WEIGHTS_FILE, save_adapter};
 use coto::coto::{Grouping, Method, ScheduleShape};
-use coto::data::{DataFormat, DataOptions, prepare_dataset, read_file};
+use coto::data::{DataOptions, prepare_dataset, read_file};
 use coto::model::Pooling;
-use coto::train::{EvalReport, LrSchedule, StepReport, TrainConfig, Trainer};
+use coto::train::{
+    EvalReport, LrSchedule, StepReport, TrainConfig, Trainer, latest_checkpoint, load_checkpoint, save_checkpoint,
+};
 use indicatif::{ProgressBar, ProgressStyle};
+use serde::{Deserialize, Serialize};
 
-use super::common::{DeviceArg, data_file, load_checkpoint, model_dir};
+use super::common::{DataArgs, DeviceArg, data_file, load_checkpoint as load_checkpoint_dir, model_dir};
 
 /// Arguments of `coto train`. Every setting also has a key in the `--config` TOML file; a flag
 /// given on the command line overrides the file.
@@ -31,15 +34,8 @@ pub struct TrainArgs {
     /// is held out.
     #[arg(long, value_name = "FILE")]
     validation_data: Option<PathBuf>,
-    /// Layout of the data files. Default: auto-detected from the extension and first line.
-    #[arg(long, value_enum)]
-    format: Option<FormatArg>,
-    /// Column (JSON field) with the text. Default: text.
-    #[arg(long, value_name = "NAME")]
-    text_column: Option<String>,
-    /// Column (JSON field) with the label. Default: label.
-    #[arg(long, value_name = "NAME")]
-    label_column: Option<String>,
+    #[command(flatten)]
+    data_args: DataArgs,
     /// Directory for the adapter, the run record and the metrics log.
     #[arg(long, value_name = "DIR", default_value = "coto-output")]
     output: PathBuf,
@@ -49,6 +45,17 @@ pub struct TrainArgs {
     /// TOML file with any of the settings below (keys as in `coto_run.json`'s `train`).
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Write a checkpoint every N optimizer steps (and at the end) under OUTPUT/checkpoints;
+    /// 0 writes none.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    save_every: usize,
+    /// Checkpoints to keep; older ones are deleted.
+    #[arg(long, value_name = "K", default_value_t = 2)]
+    keep: usize,
+    /// Continue the run saved in this output directory (its newest checkpoint) or checkpoint
+    /// directory, with the settings, model and data stored there; other settings are ignored.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
 
     /// Training method: coto (progressive adapter dropout) or lora (all adapters always on).
     /// Default: coto.
@@ -130,14 +137,6 @@ pub struct TrainArgs {
     /// Default: 42.
     #[arg(long, value_name = "SEED")]
     seed: Option<u64>,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum FormatArg {
-    Csv,
-    Tsv,
-    Jsonl,
-    LabelFirst,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -238,21 +237,6 @@ impl TrainArgs {
         config.validate()?;
         Ok(config)
     }
-
-    fn data_options(&self) -> DataOptions {
-        let mut options = DataOptions::default();
-        if let Some(format) = self.format {
-            options.format = match format {
-                FormatArg::Csv => DataFormat::Csv,
-                FormatArg::Tsv => DataFormat::Tsv,
-                FormatArg::Jsonl => DataFormat::Jsonl,
-                FormatArg::LabelFirst => DataFormat::LabelFirst,
-            };
-        }
-        set(&mut options.text_column, self.text_column.clone());
-        set(&mut options.label_column, self.label_column.clone());
-        options
-    }
 }
 
 fn set<T>(target: &mut T, value: Option<T>) {
@@ -261,32 +245,71 @@ fn set<T>(target: &mut T, value: Option<T>) {
     }
 }
 
-pub fn run(args: TrainArgs) -> Result<()> {
-    let config = args.train_config()?;
-    let model_path = model_dir(args.model.as_deref())?;
-    let data_path = data_file(args.data.as_deref())?;
-    let options = args.data_options();
+/// Where a run's model and data come from, and its evaluations so far: stored in each
+/// checkpoint so that `--resume` needs no other flags.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct RunSources {
+    model: PathBuf,
+    data: PathBuf,
+    validation_data: Option<PathBuf>,
+    data_options: DataOptions,
+    history: Vec<EvalReport>,
+}
 
-    let records = read_file(&data_path, &options)?;
-    let validation = args.validation_data.as_deref().map(|p| read_file(p, &options)).transpose()?;
+pub fn run(args: TrainArgs) -> Result<()> {
+    let (config, mut sources, snapshot, output) = match &args.resume {
+        Some(dir) => {
+            let checkpoint = latest_checkpoint(dir)?;
+            let (snapshot, run) = load_checkpoint(&checkpoint)?;
+            let sources: RunSources = serde_json::from_value(run)
+                .with_context(|| format!("{} has no run information", checkpoint.display()))?;
+            tracing::info!(checkpoint = %checkpoint.display(), step = snapshot.state.step, "resuming");
+            let output = checkpoint
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| dir.clone());
+            (snapshot.state.config.clone(), sources, Some(snapshot), output)
+        }
+        None => {
+            let sources = RunSources {
+                model: model_dir(args.model.as_deref())?,
+                data: data_file(args.data.as_deref())?,
+                validation_data: args.validation_data.clone(),
+                data_options: args.data_args.options(),
+                history: Vec::new(),
+            };
+            (args.train_config()?, sources, None, args.output.clone())
+        }
+    };
+
+    let records = read_file(&sources.data, &sources.data_options)?;
+    let validation = sources
+        .validation_data
+        .as_deref()
+        .map(|p| read_file(p, &sources.data_options))
+        .transpose()?;
     let dataset = prepare_dataset(
         records,
         validation,
         config.validation_fraction,
         config.seed,
-        &data_path.display().to_string(),
+        &sources.data.display().to_string(),
     )?;
     tracing::info!(
-        data = %data_path.display(),
+        data = %sources.data.display(),
         train = dataset.train.len(),
         validation = dataset.validation.len(),
         labels = ?dataset.labels.names(),
         "data loaded"
     );
 
-    let checkpoint = load_checkpoint(&model_path, config.max_length)?;
+    let checkpoint = load_checkpoint_dir(&sources.model, config.max_length)?;
     let device = args.device.select()?;
     let mut trainer = Trainer::new(checkpoint, dataset, config.clone(), &device.device)?;
+    if let Some(snapshot) = &snapshot {
+        trainer.restore(snapshot)?;
+    }
     tracing::info!(
         method = ?config.method,
         adapters = trainer.slots().len(),
@@ -296,11 +319,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         "training"
     );
 
-    std::fs::create_dir_all(&args.output).with_context(|| format!("cannot create {}", args.output.display()))?;
-    let mut log = MetricsLog::create(&args.output.join("metrics.jsonl"))?;
+    std::fs::create_dir_all(&output).with_context(|| format!("cannot create {}", output.display()))?;
+    let mut log = MetricsLog::open(&output.join("metrics.jsonl"), trainer.step_count())?;
     let started = Instant::now();
+    let first_step = trainer.step_count();
     let progress = progress_bar(trainer.total_steps() as u64);
-    let mut last_eval = None;
+    progress.set_position(first_step as u64);
     let mut tokens = 0usize;
     while !trainer.is_done() {
         let report = trainer.step()?;
@@ -313,14 +337,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
             report.p,
             group_strip(&report.active_groups)
         ));
-        let eval_due = config.eval_every > 0 && report.step % config.eval_every == 0;
-        if eval_due && !trainer.is_done() {
+        if trainer.is_done() {
+            break;
+        }
+        if config.eval_every > 0 && report.step % config.eval_every == 0 {
             let eval = trainer.evaluate()?;
             log.eval(&eval)?;
             progress.suspend(|| print_eval(&eval));
-            last_eval = Some(eval);
+            sources.history.push(eval);
         } else if progress.is_hidden() && report.step % 25 == 0 {
             tracing::info!(step = report.step, loss = report.loss, p = report.p, on = %group_strip(&report.active_groups), "progress");
+        }
+        if args.save_every > 0 && report.step % args.save_every == 0 {
+            let dir = write_checkpoint(&trainer, &sources, &output, args.keep)?;
+            tracing::debug!(dir = %dir.display(), "checkpoint written");
         }
     }
     progress.finish_and_clear();
@@ -328,20 +358,43 @@ pub fn run(args: TrainArgs) -> Result<()> {
 
     let eval = trainer.evaluate()?;
     log.eval(&eval)?;
-    last_eval.replace(eval.clone());
+    sources.history.push(eval.clone());
+    if args.save_every > 0 {
+        write_checkpoint(&trainer, &sources, &output, args.keep)?;
+    }
+    save_adapter(&adapter_files(&trainer, &sources), &output)?;
+
+    let steps = trainer.step_count() - first_step;
+    print_summary(&trainer, &eval, elapsed, steps, tokens, &device.to_string(), &output);
+    Ok(())
+}
+
+/// The PEFT-format adapter of the trainer's current state, with its run record.
+fn adapter_files(trainer: &Trainer, sources: &RunSources) -> AdapterFiles {
     let run = RunInfo {
         coto_version: env!("CARGO_PKG_VERSION").into(),
         labels: trainer.labels().names().to_vec(),
-        train: Some(config.clone()),
+        train: Some(trainer.config().clone()),
         steps: trainer.step_count(),
-        metrics: Some(eval.metrics),
-        base_model: Some(model_path.display().to_string()),
+        metrics: sources.history.last().map(|e| e.metrics),
+        base_model: Some(sources.model.display().to_string()),
+        origin: None,
     };
-    let files = AdapterFiles::from_model(trainer.model(), &config.lora, run);
-    save_adapter(&files, &args.output)?;
+    AdapterFiles::from_model(trainer.model(), &trainer.config().lora, run)
+}
 
-    print_summary(&trainer, &eval, elapsed, tokens, &device.to_string(), &args.output);
-    Ok(())
+/// Saves a checkpoint that `--resume` continues from and that also loads as an adapter.
+fn write_checkpoint(trainer: &Trainer, sources: &RunSources, output: &Path, keep: usize) -> Result<PathBuf> {
+    let files = adapter_files(trainer, sources);
+    let mut extra = vec![
+        (WEIGHTS_FILE, files.weights_bytes()?),
+        (CONFIG_FILE, files.config_json().into_bytes()),
+    ];
+    if let Some(run) = files.run_json() {
+        extra.push((RUN_FILE, run.into_bytes()));
+    }
+    let run = serde_json::to_value(sources)?;
+    Ok(save_checkpoint(output, &trainer.snapshot(), &run, &extra, keep)?)
 }
 
 fn progress_bar(steps: u64) -> ProgressBar {
@@ -368,13 +421,18 @@ fn print_eval(eval: &EvalReport) {
     );
 }
 
-fn print_summary(trainer: &Trainer, eval: &EvalReport, elapsed: f64, tokens: usize, device: &str, output: &Path) {
-    let steps = trainer.step_count();
+fn print_summary(trainer: &Trainer, eval: &EvalReport, elapsed: f64, steps: usize, tokens: usize, device: &str, output: &Path) {
     println!();
     println!("{:<22} {}", "method", format!("{:?}", trainer.config().method).to_lowercase());
     println!("{:<22} {device}", "device");
-    println!("{:<22} {steps}", "optimizer steps");
-    println!("{:<22} {:.1} s ({:.2} steps/s, {:.0} tokens/s)", "training time", elapsed, steps as f64 / elapsed, tokens as f64 / elapsed);
+    println!("{:<22} {}", "optimizer steps", trainer.step_count());
+    println!(
+        "{:<22} {:.1} s ({:.2} steps/s, {:.0} tokens/s)",
+        "training time",
+        elapsed,
+        steps as f64 / elapsed,
+        tokens as f64 / elapsed
+    );
     println!("{:<22} {} examples", "validation set", eval.metrics.examples);
     println!("{:<22} {:.4}", "validation loss", eval.metrics.loss);
     println!("{:<22} {:.2}%", "validation accuracy", 100.0 * eval.metrics.accuracy);
@@ -388,11 +446,28 @@ struct MetricsLog {
 }
 
 impl MetricsLog {
-    fn create(path: &Path) -> Result<Self> {
+    /// Opens the log for a run at `step`: lines of later steps (written before an interruption,
+    /// after the checkpoint being resumed) are dropped, earlier ones kept.
+    fn open(path: &Path, step: usize) -> Result<Self> {
+        let kept: Vec<String> = match std::fs::read_to_string(path) {
+            Ok(text) if step > 0 => text
+                .lines()
+                .filter(|line| {
+                    serde_json::from_str::<serde_json::Value>(line)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s as usize <= step)
+                })
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
         let file = std::fs::File::create(path).with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(Self {
-            file: std::io::BufWriter::new(file),
-        })
+        let mut file = std::io::BufWriter::new(file);
+        for line in kept {
+            writeln!(file, "{line}")?;
+        }
+        Ok(Self { file })
     }
 
     fn step(&mut self, report: &StepReport) -> Result<()> {

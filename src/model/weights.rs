@@ -205,6 +205,34 @@ pub fn linear_from_torch(weight: &HostTensor, bias: Option<&HostTensor>, device:
     }
 }
 
+impl WeightMap {
+    /// Serialises every tensor as float32 safetensors, names sorted, with `metadata` in the
+    /// header.
+    pub fn to_safetensors(&self, metadata: Option<HashMap<String, String>>) -> Result<Vec<u8>> {
+        let buffers: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .names()
+            .into_iter()
+            .map(|name| {
+                let tensor = &self.tensors[name];
+                let bytes = tensor.data.iter().flat_map(|v| v.to_le_bytes()).collect();
+                (name.to_string(), tensor.shape.clone(), bytes)
+            })
+            .collect();
+        let invalid = |e: safetensors::SafeTensorError| CotoError::Weights {
+            path: self.source.clone(),
+            message: format!("cannot serialise: {e}"),
+        };
+        let views = buffers
+            .iter()
+            .map(|(name, shape, bytes)| {
+                safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), bytes).map(|view| (name.clone(), view))
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(invalid)?;
+        safetensors::serialize(views, metadata).map_err(invalid)
+    }
+}
+
 fn decode(bytes: &[u8], width: usize, convert: impl Fn(&[u8]) -> f32) -> Vec<f32> {
     bytes.chunks_exact(width).map(convert).collect()
 }

@@ -9,7 +9,10 @@
 use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Gradients, Tensor};
+use burn::tensor::{Device, Gradients, Tensor};
+
+use crate::error::{CotoError, Result};
+use crate::model::{HostTensor, WeightMap};
 
 /// Gradients of the trainable parameters, flattened, by module path.
 #[derive(Debug, Default)]
@@ -159,6 +162,37 @@ impl AdamW {
     /// Replaces the per-parameter state (when resuming).
     pub fn set_states(&mut self, states: BTreeMap<String, Moments>) {
         self.states = states;
+    }
+
+    /// Copies the moments to the host as `{path}#m` and `{path}#v`, with each parameter's step
+    /// count.
+    pub fn export_moments(&self) -> (WeightMap, BTreeMap<String, u64>) {
+        let mut tensors = WeightMap::new("optimizer state");
+        let mut steps = BTreeMap::new();
+        for (path, moments) in &self.states {
+            tensors.insert(format!("{path}#m"), HostTensor::from_tensor(moments.m.clone()));
+            tensors.insert(format!("{path}#v"), HostTensor::from_tensor(moments.v.clone()));
+            steps.insert(path.clone(), moments.step);
+        }
+        (tensors, steps)
+    }
+
+    /// Replaces the state with moments exported by [`AdamW::export_moments`], uploaded to
+    /// `device` (a device without autodiff).
+    pub fn import_moments(&mut self, tensors: &WeightMap, steps: &BTreeMap<String, u64>, device: &Device) -> Result<()> {
+        let mut states = BTreeMap::new();
+        for (path, &step) in steps {
+            let moment = |suffix: &str| {
+                let name = format!("{path}#{suffix}");
+                tensors.get_any(&name).map(|t| t.to_tensor::<1>(device)).ok_or_else(|| CotoError::Weights {
+                    path: tensors.source().to_path_buf(),
+                    message: format!("optimizer moment `{name}` is missing"),
+                })
+            };
+            states.insert(path.clone(), Moments { step, m: moment("m")?, v: moment("v")? });
+        }
+        self.states = states;
+        Ok(())
     }
 
     /// Applies one update with learning rate `lr` to every parameter of `module` that has a

@@ -1,6 +1,8 @@
 //! The training loop shared by the CLI and the browser: one optimizer step at a time, with
 //! CoTo gates redrawn after each step and evaluation with every adapter on.
 
+use std::collections::BTreeMap;
+
 use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
@@ -8,12 +10,16 @@ use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
 use super::lr::LrScheduler;
-use super::metrics::{Metrics, argmax_rows, cross_entropy_rows};
+use super::evaluate::{Predictions, predict_texts};
+use super::metrics::{Metrics, cross_entropy_rows};
 use super::optim::{AdamW, AdamWConfig, ParamGrads};
-use crate::coto::{AdapterGroups, AdapterSlot, CotoSchedule, GateController, Gates, Mode};
+use super::params::{load_trainable_params, trainable_params};
+use crate::coto::{AdapterGroups, AdapterSlot, CotoSchedule, GateController, GateState, Gates, Mode};
 use crate::data::{Dataset, EpochOrder, Example, LabelMap};
 use crate::error::{CotoError, Result};
-use crate::model::{BertClassifier, BertModel, Checkpoint, EncodedBatch, TextTokenizer, inject_lora, seed_masks};
+use crate::model::{
+    BertClassifier, BertModel, Checkpoint, EncodedBatch, TextTokenizer, WeightMap, inject_lora, seed_masks,
+};
 use crate::rng;
 
 /// The generator stream reserved for adapter and head initialisation.
@@ -49,13 +55,33 @@ pub struct EvalReport {
     pub metrics: Metrics,
 }
 
-/// Predictions for a set of examples.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Predictions {
-    /// Logits, `[examples, classes]` row-major.
-    pub logits: Vec<f32>,
-    /// Predicted class ids.
-    pub predicted: Vec<usize>,
+/// Everything about a run's progress that is not a tensor: enough, with the parameters and
+/// the optimizer moments, to continue the run exactly where it stopped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainerState {
+    /// Optimizer steps taken (also the learning-rate schedule's position).
+    pub step: usize,
+    /// Epoch of the data order.
+    pub epoch: usize,
+    /// Next position in the epoch's order.
+    pub position: usize,
+    /// The CoTo schedule's step, current draw and generator position.
+    pub gates: GateState,
+    /// AdamW's update count per parameter path.
+    pub optimizer_steps: BTreeMap<String, u64>,
+    /// The run's settings.
+    pub config: TrainConfig,
+}
+
+/// A run's state: [`TrainerState`], the trainable parameters and the optimizer moments.
+#[derive(Debug, Clone)]
+pub struct TrainerSnapshot {
+    /// Counters, draws and settings.
+    pub state: TrainerState,
+    /// Trainable parameters by module path.
+    pub params: WeightMap,
+    /// AdamW moments, `{path}#m` and `{path}#v`.
+    pub moments: WeightMap,
 }
 
 /// A classifier with LoRA adapters, its data, and the optimizer and CoTo state of a run.
@@ -257,6 +283,43 @@ impl Trainer {
         })
     }
 
+    /// Captures the run's state after the last completed step.
+    pub fn snapshot(&self) -> TrainerSnapshot {
+        let (moments, optimizer_steps) = self.optimizer.export_moments();
+        TrainerSnapshot {
+            state: TrainerState {
+                step: self.step_count(),
+                epoch: self.order.epoch,
+                position: self.order.position,
+                gates: self.gates.state(),
+                optimizer_steps,
+                config: self.config.clone(),
+            },
+            params: trainable_params(&self.model),
+            moments,
+        }
+    }
+
+    /// Continues from `snapshot`: parameters, optimizer moments, CoTo draw and generator, data
+    /// order and step count. The trainer must have been built with the snapshot's settings and
+    /// the same data.
+    pub fn restore(&mut self, snapshot: &TrainerSnapshot) -> Result<()> {
+        if snapshot.state.config != self.config {
+            return Err(CotoError::setting(
+                "resume",
+                "checkpoint",
+                "the checkpoint was written with other training settings; resume with the settings it stores",
+            ));
+        }
+        self.model = load_trainable_params(self.model.clone(), &snapshot.params)?;
+        let inner = self.device.clone().without_autodiff();
+        self.optimizer
+            .import_moments(&snapshot.moments, &snapshot.state.optimizer_steps, &inner)?;
+        self.gates.restore(&snapshot.state.gates);
+        self.order.seek(snapshot.state.epoch, snapshot.state.position);
+        Ok(())
+    }
+
     /// Evaluates on the validation set with every adapter on. The training draw is untouched.
     pub fn evaluate(&self) -> Result<EvalReport> {
         let examples = &self.dataset.validation;
@@ -291,41 +354,6 @@ impl Trainer {
         let targets = Tensor::<2>::from_data(TensorData::new(one_hot, [labels.len(), classes]), &self.device);
         (log_softmax(logits, 1) * targets).sum_dim(1).mean().neg()
     }
-}
-
-/// Runs `model` (an inference copy, e.g. from `valid()`) on `texts` in batches of `batch_size`
-/// with every adapter on. Texts are batched in order of length, so that each batch pads little,
-/// and the results come back in the input order.
-pub fn predict_texts(
-    model: &BertClassifier,
-    tokenizer: &TextTokenizer,
-    texts: &[&str],
-    batch_size: usize,
-) -> Result<Predictions> {
-    let classes = model.num_labels();
-    let device = model.classifier.weight.val().device();
-    let ids = texts
-        .iter()
-        .map(|text| tokenizer.encode_ids(text))
-        .collect::<Result<Vec<_>>>()?;
-    let mut order: Vec<usize> = (0..texts.len()).collect();
-    order.sort_by_key(|&i| ids[i].len());
-
-    let mut logits = vec![0f32; texts.len() * classes];
-    for chunk in order.chunks(batch_size.max(1)) {
-        let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-        let (input_ids, mask) = tokenizer.pad_batch(&rows).to_tensors(&device);
-        let output = model
-            .forward(input_ids, mask, &Gates::inference())
-            .into_data()
-            .try_into_vec_as::<f32>()
-            .map_err(|e| CotoError::Device(format!("reading logits failed: {e:?}")))?;
-        for (row, &index) in output.chunks_exact(classes).zip(chunk) {
-            logits[index * classes..(index + 1) * classes].copy_from_slice(row);
-        }
-    }
-    let predicted = argmax_rows(&logits, classes);
-    Ok(Predictions { logits, predicted })
 }
 
 /// Combines the run seed and a step number into one seed (SplitMix64's finaliser), so
