@@ -3,9 +3,12 @@
 
 use std::fmt;
 
-use burn::tensor::{Device, DeviceKind};
+#[cfg(not(target_arch = "wasm32"))]
+use burn::tensor::DeviceKind;
+use burn::tensor::Device;
 use serde::{Deserialize, Serialize};
 
+#[cfg(not(target_arch = "wasm32"))]
 use crate::error::{CotoError, Result};
 
 /// The device requested on the command line.
@@ -105,6 +108,7 @@ fn wgpu_device(adapter: &AdapterSummary) -> ComputeDevice {
 }
 
 /// Ranks adapter types the way wgpu's high-performance preference does.
+#[cfg(not(target_arch = "wasm32"))]
 fn preference(kind: &str) -> u8 {
     match kind {
         "DiscreteGpu" => 4,

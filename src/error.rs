@@ -74,6 +74,20 @@ pub enum CotoError {
         message: String,
     },
 
+    /// The loss or the gradient norm stopped being finite.
+    #[error(
+        "training diverged at step {step}: loss {loss}, gradient norm {grad_norm}; lower the learning \
+         rate (--lr) or keep gradient clipping on (--max-grad-norm), and resume from the last checkpoint"
+    )]
+    Diverged {
+        /// The optimizer step, from 1.
+        step: usize,
+        /// The step's loss.
+        loss: f64,
+        /// The gradient norm before clipping.
+        grad_norm: f64,
+    },
+
     /// The compute device could not be used.
     #[error("device error: {0}")]
     Device(String),

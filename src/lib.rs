@@ -17,5 +17,7 @@ pub mod lora;
 pub mod model;
 pub mod rng;
 pub mod train;
+#[cfg(target_arch = "wasm32")]
+pub mod wasm;
 
 pub use error::{CotoError, Result};

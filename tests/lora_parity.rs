@@ -86,11 +86,11 @@ fn merge_equals_unmerged_forward_and_unmerge_restores() {
         let original_weight = host(layer.base.weight.val());
 
         let merged = layer.merge();
-        assert!(merged.merged);
+        assert!(merged.is_merged());
         assert_relative("merged y", name, &host(merged.forward(x.clone(), true)), &get("y"), TOLERANCE);
 
         let restored = merged.unmerge();
-        assert!(!restored.merged);
+        assert!(!restored.is_merged());
         assert_relative("restored weight", name, &host(restored.base.weight.val()), &original_weight, 1e-6);
 
         // ΔW in PyTorch's [out, in] layout is scaling · B·A.

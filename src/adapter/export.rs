@@ -27,8 +27,10 @@ pub fn export_merged(adapter: &AdapterFiles, config: &BertConfig, base: &WeightM
     }
     for slot in adapter.slot_names() {
         let name = format!("bert.{slot}.weight");
-        let delta = adapter.delta(&slot)?;
-        let base_weight = base.get(&format!("{slot}.weight"), &[delta.rows, delta.cols])?;
+        let shape = base.get_any(&format!("{slot}.weight")).map(|t| t.shape.clone()).unwrap_or_default();
+        let base_weight = base.get(&format!("{slot}.weight"), &shape)?;
+        let matrix = crate::linalg::Matrix::from_f32(shape[0], shape[1], &base_weight.data);
+        let delta = adapter.effective_delta(&slot, &matrix)?;
         let merged = base_weight
             .data
             .iter()

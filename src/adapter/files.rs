@@ -55,21 +55,56 @@ pub struct AdapterFiles {
 }
 
 impl AdapterFiles {
-    /// Captures the adapters and head of `model`.
+    /// Captures the adapters and head of `model`. Reads the device synchronously; in a browser
+    /// use [`AdapterFiles::from_model_async`].
     pub fn from_model(model: &BertClassifier, lora: &LoraConfig, run: RunInfo) -> Self {
+        let tensors = model_tensors(model)
+            .into_iter()
+            .map(|(name, tensor)| (name, tensor.read()))
+            .collect();
+        Self::from_host(tensors, lora, run)
+    }
+
+    /// [`AdapterFiles::from_model`] without blocking on the device.
+    pub async fn from_model_async(model: &BertClassifier, lora: &LoraConfig, run: RunInfo) -> Result<Self> {
+        let mut tensors = Vec::new();
+        for (name, tensor) in model_tensors(model) {
+            tensors.push((name, tensor.read_async().await?));
+        }
+        Ok(Self::from_host(tensors, lora, run))
+    }
+
+    fn from_host(tensors: Vec<(String, HostTensor)>, lora: &LoraConfig, run: RunInfo) -> Self {
         let mut weights = WeightMap::new(WEIGHTS_FILE);
-        let slots = adapter_slots(&model.bert);
-        for (slot, adapter) in slots.iter().zip(model_adapters(&model.bert)) {
-            weights.insert(lora_tensor_name(&slot.name, "lora_A"), HostTensor::from_tensor(adapter.lora_a.val()));
-            weights.insert(lora_tensor_name(&slot.name, "lora_B"), HostTensor::from_tensor(adapter.lora_b.val()));
+        let mut origins = WeightMap::new(WEIGHTS_FILE);
+        for (name, tensor) in tensors {
+            match name.strip_suffix(PISSA_ORIGIN) {
+                Some(factor) => origins.insert(factor, tensor),
+                None => weights.insert(name, tensor),
+            }
         }
-        // burn stores the head as [hidden, labels]; PyTorch as [labels, hidden].
-        let head = HostTensor::from_tensor(model.classifier.weight.val()).transposed();
-        weights.insert(head_tensor_name("weight"), head);
-        if let Some(bias) = &model.classifier.bias {
-            weights.insert(head_tensor_name("bias"), HostTensor::from_tensor(bias.val()));
+        let mut config = PeftAdapterConfig::for_classifier(lora, run.base_model.clone());
+        if !origins.names().is_empty() {
+            // PEFT's conversion of PiSSA to LoRA of the original weight:
+            // ΔW = s·(B·A − B₀·A₀) = s'·[B, −B₀]·[A; A₀] at rank 2r with the same scaling s.
+            for name in origins.names() {
+                let origin = origins.get_any(name).expect("listed name");
+                let trained = weights.get_any(name).expect("every origin has a trained factor").clone();
+                let combined = if name.ends_with(".lora_A.weight") {
+                    stack_rows(&trained, origin)
+                } else {
+                    stack_columns(&trained, &negated(origin))
+                };
+                weights.insert(name, combined);
+            }
+            let scaling = lora.scaling();
+            config.r = 2 * lora.r;
+            config.lora_alpha = if lora.use_rslora {
+                scaling * (config.r as f64).sqrt()
+            } else {
+                scaling * config.r as f64
+            };
         }
-        let config = PeftAdapterConfig::for_classifier(lora, run.base_model.clone());
         Self {
             weights,
             config,
@@ -127,8 +162,13 @@ impl AdapterFiles {
         {
             return unsupported("task_type", task.clone(), "only sequence-classification adapters (SEQ_CLS) load");
         }
-        if config.use_dora {
-            return unsupported("use_dora", "true".into(), "train without DoRA");
+        if let Some(variant) = &config.coto_variant
+            && variant != "hira"
+        {
+            return unsupported("coto_variant", variant.clone(), "coto knows the variant \"hira\" only");
+        }
+        if config.use_dora && config.coto_variant.is_some() {
+            return unsupported("use_dora", "true".into(), "DoRA does not combine with HiRA");
         }
         if config.bias != "none" {
             return unsupported("bias", config.bias.clone(), "train with bias=\"none\"");
@@ -146,6 +186,33 @@ impl AdapterFiles {
             return unsupported("target_modules", pattern.clone(), "give a list of module names");
         }
         Ok(())
+    }
+
+    /// Whether the adapter is HiRA (`coto_variant: "hira"`).
+    pub fn is_hira(&self) -> bool {
+        self.config.coto_variant.as_deref() == Some("hira")
+    }
+
+    /// The update of the adapter at `slot` given the base weight it applies to (both
+    /// `[out, in]`, f64): `s·B·A` for LoRA, `W ⊙ s·B·A` for HiRA, `m·(W + s·B·A)/‖·‖ − W` per
+    /// output row for DoRA.
+    pub fn effective_delta(&self, slot: &str, weight: &crate::linalg::Matrix) -> Result<crate::linalg::Matrix> {
+        let mut delta = self.delta(slot)?;
+        if self.is_hira() {
+            delta.data.iter_mut().zip(&weight.data).for_each(|(d, w)| *d *= w);
+        } else if self.config.use_dora {
+            let magnitude = self.weights.get(&magnitude_tensor_name(slot), &[weight.rows])?;
+            for row in 0..weight.rows {
+                let range = row * weight.cols..(row + 1) * weight.cols;
+                let direction: Vec<f64> = weight.data[range.clone()].iter().zip(&delta.data[range.clone()]).map(|(w, d)| w + d).collect();
+                let norm = direction.iter().map(|v| v * v).sum::<f64>().sqrt();
+                let factor = magnitude.data[row] as f64 / norm;
+                for ((d, v), w) in delta.data[range.clone()].iter_mut().zip(&direction).zip(&weight.data[range]) {
+                    *d = v * factor - w;
+                }
+            }
+        }
+        Ok(delta)
     }
 
     /// The scaling of every adapter: `lora_alpha / r`, or `lora_alpha / sqrt(r)` with rsLoRA.
@@ -196,13 +263,20 @@ impl AdapterFiles {
                 let (d_in, d_out) = (linear.in_features(), linear.out_features());
                 let a = self.weights.get(&a_name, &[r, d_in])?;
                 let b = self.weights.get(&lora_tensor_name(&slot, "lora_B"), &[d_out, r])?;
-                linear.attach(LoraAdapter::from_tensors(
+                let mut adapter = LoraAdapter::from_tensors(
                     a.to_tensor(device),
                     b.to_tensor(device),
                     scaling,
                     self.config.lora_dropout,
                     index,
-                ));
+                );
+                if self.config.use_dora {
+                    let magnitude = self.weights.get(&magnitude_tensor_name(&slot), &[d_out])?;
+                    adapter.magnitude = Some(burn::module::Param::from_tensor(magnitude.to_tensor(device)));
+                    expected_tensors += 1;
+                }
+                adapter.hadamard = self.is_hira();
+                linear.attach(adapter);
                 index += 1;
                 expected_tensors += 2;
             }
@@ -299,6 +373,77 @@ impl AdapterFiles {
             message,
         }
     }
+}
+
+/// A model tensor to be saved: a matrix or a vector, and whether the file stores it
+/// transposed (burn keeps the head as `[hidden, labels]`, PyTorch as `[labels, hidden]`).
+enum SavedTensor {
+    Matrix(burn::tensor::Tensor<2>, bool),
+    Vector(burn::tensor::Tensor<1>),
+}
+
+impl SavedTensor {
+    fn read(self) -> HostTensor {
+        match self {
+            Self::Matrix(t, transpose) => orient(HostTensor::from_tensor(t), transpose),
+            Self::Vector(t) => HostTensor::from_tensor(t),
+        }
+    }
+
+    async fn read_async(self) -> Result<HostTensor> {
+        Ok(match self {
+            Self::Matrix(t, transpose) => orient(HostTensor::from_tensor_async(t).await?, transpose),
+            Self::Vector(t) => HostTensor::from_tensor_async(t).await?,
+        })
+    }
+}
+
+fn orient(tensor: HostTensor, transpose: bool) -> HostTensor {
+    if transpose { tensor.transposed() } else { tensor }
+}
+
+/// The adapter factors and head of `model` under PEFT's names.
+fn model_tensors(model: &BertClassifier) -> Vec<(String, SavedTensor)> {
+    let mut tensors = Vec::new();
+    for (slot, adapter) in adapter_slots(&model.bert).iter().zip(model_adapters(&model.bert)) {
+        let (a_name, b_name) = (lora_tensor_name(&slot.name, "lora_A"), lora_tensor_name(&slot.name, "lora_B"));
+        tensors.push((a_name.clone(), SavedTensor::Matrix(adapter.lora_a.val(), false)));
+        tensors.push((b_name.clone(), SavedTensor::Matrix(adapter.lora_b.val(), false)));
+        if let Some(magnitude) = &adapter.magnitude {
+            tensors.push((magnitude_tensor_name(&slot.name), SavedTensor::Vector(magnitude.val())));
+        }
+        if let Some(origin) = &adapter.pissa_origin {
+            tensors.push((format!("{a_name}{PISSA_ORIGIN}"), SavedTensor::Matrix(origin.lora_a.val(), false)));
+            tensors.push((format!("{b_name}{PISSA_ORIGIN}"), SavedTensor::Matrix(origin.lora_b.val(), false)));
+        }
+    }
+    tensors.push((head_tensor_name("weight"), SavedTensor::Matrix(model.classifier.weight.val(), true)));
+    if let Some(bias) = &model.classifier.bias {
+        tensors.push((head_tensor_name("bias"), SavedTensor::Vector(bias.val())));
+    }
+    tensors
+}
+
+/// Name suffix marking PiSSA's initial factors among the tensors read from a model.
+const PISSA_ORIGIN: &str = "#pissa-origin";
+
+fn stack_rows(top: &HostTensor, bottom: &HostTensor) -> HostTensor {
+    let mut data = top.data.clone();
+    data.extend_from_slice(&bottom.data);
+    HostTensor::new(vec![top.shape[0] + bottom.shape[0], top.shape[1]], data)
+}
+
+fn stack_columns(left: &HostTensor, right: &HostTensor) -> HostTensor {
+    stack_rows(&left.transposed(), &right.transposed()).transposed()
+}
+
+fn negated(tensor: &HostTensor) -> HostTensor {
+    HostTensor::new(tensor.shape.clone(), tensor.data.iter().map(|v| -v).collect())
+}
+
+/// PEFT's name of DoRA's magnitude vector of the adapter at `slot`.
+pub fn magnitude_tensor_name(slot: &str) -> String {
+    format!("{}bert.{slot}.lora_magnitude_vector", super::peft::PEFT_PREFIX)
 }
 
 /// The adapters of `bert` in gate order.

@@ -111,6 +111,16 @@ fn check_compatible(adapters: &[&AdapterFiles], weights: &[f64]) -> Result<()> {
     }
     let first = adapters[0];
     first.check_supported()?;
+    for adapter in adapters {
+        if adapter.config.use_dora || adapter.is_hira() {
+            return Err(CotoError::setting(
+                "adapters",
+                if adapter.config.use_dora { "DoRA" } else { "HiRA" },
+                "merging sums low-rank updates B·A, which DoRA and HiRA adapters are not; \
+                 evaluate them as an ensemble instead",
+            ));
+        }
+    }
     let slots = first.slot_names();
     let targets = |a: &AdapterFiles| match &a.config.target_modules {
         TargetModules::List(list) => {

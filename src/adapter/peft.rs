@@ -75,6 +75,10 @@ pub struct PeftAdapterConfig {
     /// The PEFT version that wrote the file (coto writes the version whose format it follows).
     #[serde(default)]
     pub peft_version: Option<String>,
+    /// A variant PEFT does not implement (`"hira"`). PEFT ignores this key and would apply the
+    /// factors as plain LoRA, so such adapters load correctly in coto only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coto_variant: Option<String>,
 }
 
 /// `target_modules` is a list of names or a regular expression string in PEFT.
@@ -110,17 +114,19 @@ impl PeftAdapterConfig {
             bias: "none".into(),
             fan_in_fan_out: false,
             inference_mode: true,
+            // PiSSA adapters are saved converted to plain LoRA of the original weight.
             init_lora_weights: match lora.init {
-                crate::lora::LoraInit::KaimingUniform => serde_json::Value::Bool(true),
+                crate::lora::LoraInit::KaimingUniform | crate::lora::LoraInit::Pissa => serde_json::Value::Bool(true),
                 crate::lora::LoraInit::Gaussian => serde_json::Value::String("gaussian".into()),
             },
-            use_rslora: false,
-            use_dora: false,
+            use_rslora: lora.use_rslora,
+            use_dora: lora.use_dora,
             rank_pattern: Default::default(),
             alpha_pattern: Default::default(),
             layers_to_transform: None,
             layers_pattern: None,
             peft_version: Some("0.21.0".into()),
+            coto_variant: lora.use_hira.then(|| "hira".to_string()),
         }
     }
 }

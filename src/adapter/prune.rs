@@ -77,6 +77,14 @@ impl PrunePattern {
 /// Returns `adapter` with the adapters selected by `pattern` switched off: their `A` and `B`
 /// are zero, so `ΔW = 0` there and the files still load in PEFT unchanged.
 pub fn prune_adapter(adapter: &AdapterFiles, pattern: &PrunePattern, num_layers: usize) -> Result<AdapterFiles> {
+    if adapter.config.use_dora {
+        return Err(CotoError::setting(
+            "pattern",
+            format!("{pattern:?}"),
+            "a DoRA adapter with zero factors still rescales the weight by its magnitude vector, \
+             so pruning DoRA adapters is not supported",
+        ));
+    }
     let mut pruned = adapter.clone();
     let mut dropped = 0;
     for slot in adapter.slot_names() {
@@ -105,6 +113,13 @@ pub fn prune_adapter(adapter: &AdapterFiles, pattern: &PrunePattern, num_layers:
 /// to zero. The sparse updates are no longer low-rank, so each is stored exactly as factors of
 /// its full rank (`B = U·Σ`, `A = Vᵀ` from its SVD), padded to one rank for all modules.
 pub fn sparsify_adapter(adapter: &AdapterFiles, sparsity: f64) -> Result<AdapterFiles> {
+    if adapter.config.use_dora || adapter.is_hira() {
+        return Err(CotoError::setting(
+            "sparsity",
+            sparsity,
+            "magnitude pruning works on low-rank updates B·A; DoRA and HiRA adapters are not supported",
+        ));
+    }
     if !(0.0..1.0).contains(&sparsity) {
         return Err(CotoError::setting("sparsity", sparsity, "expected a fraction in [0, 1)"));
     }

@@ -14,6 +14,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use super::common::{DeviceArg, load_checkpoint, model_dir};
+use super::train::VariantArg;
 
 /// Arguments of `coto bench`.
 #[derive(Debug, Args)]
@@ -42,6 +43,9 @@ pub struct BenchArgs {
     /// LoRA rank.
     #[arg(long, value_name = "R", default_value_t = 8)]
     rank: usize,
+    /// Adapter variants to measure, comma-separated (lora, rslora, dora, pissa, hira).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = vec![VariantArg::Lora])]
+    variant: Vec<VariantArg>,
     /// Comma-separated target modules.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_values_t = vec!["query".to_string(), "value".to_string()])]
     target_modules: Vec<String>,
@@ -53,6 +57,7 @@ pub struct BenchArgs {
 /// One measured configuration.
 #[derive(Debug, Serialize)]
 struct BenchRow {
+    variant: String,
     method: String,
     p: f64,
     device: String,
@@ -67,9 +72,12 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for device_arg in &args.device {
         let device = device_arg.select()?;
-        let mut cases = vec![(Method::Lora, 1.0)];
-        cases.extend(args.p.iter().map(|&p| (Method::Coto, p)));
-        for (method, p) in cases {
+        let mut cases = Vec::new();
+        for &variant in &args.variant {
+            cases.push((variant, Method::Lora, 1.0));
+            cases.extend(args.p.iter().map(|&p| (variant, Method::Coto, p)));
+        }
+        for (variant, method, p) in cases {
             let checkpoint = load_checkpoint(&dir, args.seq_len)?;
             let batch = synthetic_batch(&args, checkpoint.config.vocab_size);
             let labels: Vec<usize> = (0..args.batch_size).map(|i| i % 2).collect();
@@ -80,10 +88,14 @@ pub fn run(args: BenchArgs) -> Result<()> {
                     final_p: p,
                     ..CotoConfig::default()
                 },
-                lora: coto::lora::LoraConfig {
-                    r: args.rank,
-                    target_modules: args.target_modules.clone(),
-                    ..Default::default()
+                lora: {
+                    let mut lora = coto::lora::LoraConfig {
+                        r: args.rank,
+                        target_modules: args.target_modules.clone(),
+                        ..Default::default()
+                    };
+                    variant.variant().apply(&mut lora);
+                    lora
                 },
                 max_steps: Some(args.warmup + args.steps),
                 max_length: args.seq_len,
@@ -106,6 +118,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
             let groups = trainer.gates().groups().len().max(1);
             let adapters_per_group = trainer.slots().len() as f64 / groups as f64;
             let row = BenchRow {
+                variant: format!("{:?}", variant.variant()).to_lowercase(),
                 method: format!("{method:?}").to_lowercase(),
                 p,
                 device: device.to_string(),
@@ -174,13 +187,17 @@ fn print_table(rows: &[BenchRow], args: &BenchArgs) {
         args.warmup
     );
     println!(
-        "{:<6} {:>5} {:>10} {:>12} {:>10} {:>15}  device",
-        "method", "p", "steps/s", "tokens/s", "adapters", "peak RSS (MiB)"
+        "{:<7} {:<6} {:>5} {:>10} {:>12} {:>10} {:>15}  device",
+        "variant", "method", "p", "steps/s", "tokens/s", "adapters", "peak RSS (MiB)"
     );
-    let baseline = rows.first().map(|r| r.steps_per_s).unwrap_or(1.0);
     for row in rows {
+        let baseline = rows
+            .iter()
+            .find(|r| r.variant == row.variant && r.method == "lora")
+            .map_or(1.0, |r| r.steps_per_s);
         println!(
-            "{:<6} {:>5.2} {:>10.3} {:>12.0} {:>10.1} {:>15}  {}  ({:.2}x plain LoRA)",
+            "{:<7} {:<6} {:>5.2} {:>10.3} {:>12.0} {:>10.1} {:>15}  {}  ({:.2}x plain training)",
+            row.variant,
             row.method,
             row.p,
             row.steps_per_s,

@@ -9,6 +9,7 @@ mod fetch;
 mod merge;
 mod predict;
 mod prune;
+mod serve;
 mod train;
 
 use std::process::ExitCode;
@@ -44,6 +45,8 @@ enum Command {
     Prune(Box<prune::PruneArgs>),
     /// Write the base model with an adapter merged in as a Hugging Face checkpoint.
     Export(export::ExportArgs),
+    /// Serve the web page, the WASM package, the model and the data on 127.0.0.1.
+    Serve(serve::ServeArgs),
 }
 
 /// Parses the arguments, runs the subcommand and maps errors to a message and exit code 1.
@@ -61,6 +64,7 @@ pub fn main() -> ExitCode {
         Command::Merge(args) => merge::run(args),
         Command::Prune(args) => prune::run(*args),
         Command::Export(args) => export::run(args),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

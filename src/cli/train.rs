@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use coto::adapter::{AdapterFiles, CONFIG_FILE, RUN_FILE, RunInfo, WEIGHTS_FILE, save_adapter};
 use coto::coto::{Grouping, Method, ScheduleShape};
 use coto::data::{DataOptions, prepare_dataset, read_file};
+use coto::lora::LoraVariant;
 use coto::model::Pooling;
 use coto::train::{
     EvalReport, LrSchedule, StepReport, TrainConfig, Trainer, latest_checkpoint, load_checkpoint, save_checkpoint,
@@ -78,6 +79,10 @@ pub struct TrainArgs {
     #[arg(long, value_enum)]
     grouping: Option<GroupingArg>,
 
+    /// Adapter variant: lora, rslora (scaling alpha/sqrt(r)), dora (magnitude and direction),
+    /// pissa (SVD initialisation), or hira (Hadamard high-rank update). Default: lora.
+    #[arg(long, value_enum)]
+    variant: Option<VariantArg>,
     /// LoRA rank r. Default: 8.
     #[arg(long, value_name = "R")]
     rank: Option<usize>,
@@ -137,6 +142,29 @@ pub struct TrainArgs {
     /// Default: 42.
     #[arg(long, value_name = "SEED")]
     seed: Option<u64>,
+}
+
+/// `--variant` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum VariantArg {
+    Lora,
+    Rslora,
+    Dora,
+    Pissa,
+    Hira,
+}
+
+impl VariantArg {
+    /// The library's variant.
+    pub fn variant(self) -> LoraVariant {
+        match self {
+            Self::Lora => LoraVariant::Lora,
+            Self::Rslora => LoraVariant::Rslora,
+            Self::Dora => LoraVariant::Dora,
+            Self::Pissa => LoraVariant::Pissa,
+            Self::Hira => LoraVariant::Hira,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -202,6 +230,9 @@ impl TrainArgs {
                 GroupingArg::Layer => Grouping::Layer,
                 GroupingArg::Adapter => Grouping::Adapter,
             };
+        }
+        if let Some(variant) = self.variant {
+            variant.variant().apply(&mut config.lora);
         }
         set(&mut config.lora.r, self.rank);
         set(&mut config.lora.lora_alpha, self.alpha);

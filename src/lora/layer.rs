@@ -24,6 +24,22 @@ pub struct LoraAdapter {
     pub dropout: Dropout,
     /// Position of this adapter in the model's gate vector.
     pub index: usize,
+    /// DoRA's trainable magnitude `m`, one entry per output (PEFT's `lora_magnitude_vector`).
+    pub magnitude: Option<Param<Tensor<1>>>,
+    /// HiRA: the update is `W ⊙ (scaling·B·A)` instead of `scaling·B·A`.
+    pub hadamard: bool,
+    /// PiSSA: the factors at initialisation (frozen), which the saved file subtracts so that it
+    /// applies to the original weight.
+    pub pissa_origin: Option<PissaOrigin>,
+}
+
+/// PiSSA's initial factors `A₀: [r, in]` and `B₀: [out, r]`, frozen.
+#[derive(Module, Debug)]
+pub struct PissaOrigin {
+    /// `A₀`.
+    pub lora_a: Param<Tensor<2>>,
+    /// `B₀`.
+    pub lora_b: Param<Tensor<2>>,
 }
 
 impl LoraAdapter {
@@ -52,6 +68,9 @@ impl LoraAdapter {
                     .map(|_| (standard_normal(rng) * std) as f32)
                     .collect()
             }
+            // PiSSA's factors come from the base weight; see `super::pissa`. This placeholder
+            // is replaced before use.
+            LoraInit::Pissa => vec![0.0; r * in_features],
         };
         let lora_a = Tensor::from_data(TensorData::new(values, [r, in_features]), device);
         let lora_b = Tensor::zeros([out_features, r], device);
@@ -72,7 +91,35 @@ impl LoraAdapter {
             scaling,
             dropout: DropoutConfig::new(dropout).init(),
             index,
+            magnitude: None,
+            hadamard: false,
+            pissa_origin: None,
         }
+    }
+
+    /// Applies the adapted layer `base` with this adapter on: `[..., in]` to `[..., out]`.
+    pub fn forward<const D: usize>(&self, base: &Linear, x: Tensor<D>) -> Tensor<D> {
+        if let Some(magnitude) = &self.magnitude {
+            return super::dora::forward(self, magnitude, base, x);
+        }
+        if self.hadamard {
+            return super::hira::forward(self, base, x);
+        }
+        base.forward(x.clone()) + self.forward_delta(x)
+    }
+
+    /// The update this adapter adds to `weight` (burn's `[in, out]` layout), detached:
+    /// `(scaling·B·A)ᵀ` for LoRA, `W ⊙ (scaling·B·A)ᵀ` for HiRA, and `m·(W + ΔW)/‖W + ΔW‖ − W`
+    /// for DoRA.
+    pub fn effective_delta(&self, weight: Tensor<2>) -> Tensor<2> {
+        let low_rank = self.delta_weight().transpose();
+        if let Some(magnitude) = &self.magnitude {
+            return super::dora::merged_weight(weight.clone(), low_rank, magnitude.val().detach()) - weight;
+        }
+        if self.hadamard {
+            return weight * low_rank;
+        }
+        low_rank
     }
 
     /// The rank `r`.
@@ -96,19 +143,21 @@ impl LoraAdapter {
     }
 }
 
-/// A frozen linear layer with an optional LoRA adapter: `y = x·Wᵀ + b + scaling · (x·Aᵀ)·Bᵀ`.
+/// A frozen linear layer with an optional LoRA adapter: `y = x·Wᵀ + b + scaling · (x·Aᵀ)·Bᵀ`
+/// (or the DoRA or HiRA form of the update).
 ///
 /// The base weight and bias never receive gradients. When the adapter's gate is off, `forward`
-/// returns the base output and does not touch `A` or `B`, so the autodiff graph holds no adapter
-/// node and the adapter's parameters get no gradient.
+/// returns the base output and does not touch the adapter's parameters, so the autodiff graph
+/// holds no adapter node and they get no gradient.
 #[derive(Module, Debug)]
 pub struct LoraLinear {
     /// The frozen base layer, weight stored in burn's layout `[in, out]`.
     pub base: Linear,
     /// The adapter, if this module is a LoRA target.
     pub adapter: Option<LoraAdapter>,
-    /// Whether the adapter's `ΔW` has been added into the base weight.
-    pub merged: bool,
+    /// The update added into the base weight by [`LoraLinear::merge`], kept so that
+    /// [`LoraLinear::unmerge`] restores the weight exactly (frozen, `[in, out]`).
+    pub merged_delta: Option<Param<Tensor<2>>>,
 }
 
 impl LoraLinear {
@@ -117,7 +166,7 @@ impl LoraLinear {
         Self {
             base: base.no_grad(),
             adapter: None,
-            merged: false,
+            merged_delta: None,
         }
     }
 
@@ -130,7 +179,11 @@ impl LoraLinear {
     /// Attaches `adapter` in place, replacing any previous one.
     pub fn attach(&mut self, adapter: LoraAdapter) {
         self.adapter = Some(adapter);
-        self.merged = false;
+    }
+
+    /// Whether the adapter's update has been added into the base weight.
+    pub fn is_merged(&self) -> bool {
+        self.merged_delta.is_some()
     }
 
     /// Number of input features.
@@ -149,10 +202,7 @@ impl LoraLinear {
     /// merged into the base weight) only the base product is computed.
     pub fn forward<const D: usize>(&self, x: Tensor<D>, active: bool) -> Tensor<D> {
         match &self.adapter {
-            Some(adapter) if active && !self.merged => {
-                let base = self.base.forward(x.clone());
-                base + adapter.forward_delta(x)
-            }
+            Some(adapter) if active && !self.is_merged() => adapter.forward(&self.base, x),
             _ => self.base.forward(x),
         }
     }
@@ -166,37 +216,40 @@ impl LoraLinear {
         self.forward(x, active)
     }
 
-    /// `ΔW = scaling · B·A` in PyTorch's `[out, in]` layout, or `None` without an adapter.
+    /// The adapter's update of the weight in PyTorch's `[out, in]` layout, or `None` without an
+    /// adapter: `scaling · B·A` for LoRA, and the equivalent additive update for DoRA and HiRA.
     pub fn delta_weight(&self) -> Option<Tensor<2>> {
-        self.adapter.as_ref().map(LoraAdapter::delta_weight)
+        let adapter = self.adapter.as_ref()?;
+        let weight = self.base.weight.val().detach();
+        let weight = match &self.merged_delta {
+            Some(delta) => weight - delta.val(),
+            None => weight,
+        };
+        Some(adapter.effective_delta(weight).transpose())
     }
 
-    /// Adds `ΔW` into the base weight, so that inference needs one matmul. No-op without an
-    /// adapter or when already merged.
-    pub fn merge(self) -> Self {
-        self.shift_base(true)
-    }
-
-    /// Subtracts `ΔW` from the base weight again, restoring the unmerged layer.
-    pub fn unmerge(self) -> Self {
-        self.shift_base(false)
-    }
-
-    fn shift_base(mut self, merge: bool) -> Self {
-        let Some(delta) = self.delta_weight() else {
+    /// Adds the adapter's update into the base weight, so that inference needs one matmul.
+    /// No-op without an adapter or when already merged.
+    pub fn merge(mut self) -> Self {
+        let Some(adapter) = &self.adapter else {
             return self;
         };
-        if self.merged == merge {
+        if self.is_merged() {
             return self;
         }
-        // The base weight is `[in, out]`, the transpose of ΔW's layout.
-        let delta = delta.transpose();
-        self.base.weight = self.base.weight.map(|weight| {
-            let weight = weight.detach();
-            let shifted = if merge { weight + delta } else { weight - delta };
-            shifted.set_require_grad(false)
-        });
-        self.merged = merge;
+        let delta = adapter.effective_delta(self.base.weight.val().detach());
+        self.base.weight = self.base.weight.map(|weight| (weight.detach() + delta.clone()).set_require_grad(false));
+        self.merged_delta = Some(Param::from_tensor(delta).set_require_grad(false));
+        self
+    }
+
+    /// Subtracts the merged update from the base weight again, restoring the unmerged layer.
+    pub fn unmerge(mut self) -> Self {
+        let Some(delta) = self.merged_delta.take() else {
+            return self;
+        };
+        let delta = delta.val();
+        self.base.weight = self.base.weight.map(|weight| (weight.detach() - delta).set_require_grad(false));
         self
     }
 }

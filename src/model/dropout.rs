@@ -19,13 +19,18 @@ pub fn seed_masks(seed: u64) {
     MASK_STREAM.with(|stream| stream.set((seed, 0)));
 }
 
+/// Whether `dropout` changes its input on `device`: its flag on, an autodiff (training) device,
+/// and a probability above 0.
+pub fn dropout_is_active(dropout: &Dropout, device: &Device) -> bool {
+    dropout.training.is_enabled() && device.is_autodiff() && dropout.prob > 0.0
+}
+
 /// Applies `dropout` to `x`: in training (the module's flag on and `x` on an autodiff device)
 /// each element is zeroed with probability `prob` and the rest are scaled by `1 / (1 − prob)`;
 /// otherwise `x` is returned unchanged.
 pub fn apply_dropout<const D: usize>(dropout: &Dropout, x: Tensor<D>) -> Tensor<D> {
     let device = x.device();
-    let active = dropout.training.is_enabled() && device.is_autodiff() && dropout.prob > 0.0;
-    if !active {
+    if !dropout_is_active(dropout, &device) {
         return x;
     }
     if device.clone().without_autodiff() != Device::flex() {
@@ -48,21 +53,28 @@ fn cpu_mask(len: usize, prob: f64) -> Vec<f32> {
     let threshold = (prob * 4_294_967_296.0) as u64;
     let keep_scale = (1.0 / (1.0 - prob)) as f32;
 
+    let fill = move |index: usize, chunk: usize, part: &mut [f32]| {
+        let offset = (index * chunk / 2) as u64;
+        for (pair, values) in part.chunks_mut(2).enumerate() {
+            let bits = splitmix64(key ^ (offset + pair as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+            for (k, value) in values.iter_mut().enumerate() {
+                let draw = (bits >> (32 * k)) & 0xFFFF_FFFF;
+                *value = if draw < threshold { 0.0 } else { keep_scale };
+            }
+        }
+    };
+
     let mut mask = vec![0f32; len];
+    // Browsers (wasm32) report no parallelism and cannot spawn threads here.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    if threads == 1 {
+        fill(0, len.next_multiple_of(2), &mut mask);
+        return mask;
+    }
     let chunk = len.div_ceil(threads).max(1 << 16).next_multiple_of(2);
     std::thread::scope(|scope| {
         for (index, part) in mask.chunks_mut(chunk).enumerate() {
-            scope.spawn(move || {
-                let offset = (index * chunk / 2) as u64;
-                for (pair, values) in part.chunks_mut(2).enumerate() {
-                    let bits = splitmix64(key ^ (offset + pair as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
-                    for (k, value) in values.iter_mut().enumerate() {
-                        let draw = (bits >> (32 * k)) & 0xFFFF_FFFF;
-                        *value = if draw < threshold { 0.0 } else { keep_scale };
-                    }
-                }
-            });
+            scope.spawn(move || fill(index, chunk, part));
         }
     });
     mask

@@ -5,7 +5,11 @@ use burn::tensor::Device;
 use super::bert::BertModel;
 use crate::coto::AdapterSlot;
 use crate::error::{CotoError, Result};
-use crate::lora::{LoraAdapter, LoraConfig};
+use burn::module::Param;
+
+use super::weights::HostTensor;
+use crate::linalg::Matrix;
+use crate::lora::{LoraAdapter, LoraConfig, LoraInit, LoraLinear, PissaOrigin, initial_magnitude, pissa_init};
 use crate::rng::CotoRng;
 
 /// Module names a target may end with, relative to `encoder.layer.N`.
@@ -68,7 +72,8 @@ pub fn inject_lora(
                 ));
             }
             let index = slots.len();
-            linear.attach(LoraAdapter::init(config, d_in, d_out, index, rng, device));
+            let adapter = LoraAdapter::init(config, d_in, d_out, index, rng, device);
+            attach_variant(linear, adapter, config, device);
             slots.push(AdapterSlot {
                 index,
                 name: format!("encoder.layer.{layer_index}.{name}"),
@@ -77,6 +82,32 @@ pub fn inject_lora(
         }
     }
     Ok(slots)
+}
+
+/// Attaches `adapter` to `linear` in the form `config` asks for: DoRA's magnitude, HiRA's
+/// Hadamard update, or PiSSA's SVD factors with the residual base weight.
+fn attach_variant(linear: &mut LoraLinear, mut adapter: LoraAdapter, config: &LoraConfig, device: &Device) {
+    if config.init == LoraInit::Pissa {
+        // burn stores the weight as [in, out]; PiSSA works on PyTorch's [out, in].
+        let weight = HostTensor::from_tensor(linear.base.weight.val()).transposed();
+        let matrix = Matrix::from_f32(weight.shape[0], weight.shape[1], &weight.data);
+        let init = pissa_init(&matrix, config.r, config.scaling());
+        let upload = |m: &Matrix| HostTensor::new(vec![m.rows, m.cols], m.to_f32()).to_tensor::<2>(device);
+        adapter.lora_a = Param::from_tensor(upload(&init.lora_a));
+        adapter.lora_b = Param::from_tensor(upload(&init.lora_b));
+        adapter.pissa_origin = Some(PissaOrigin {
+            lora_a: Param::from_tensor(upload(&init.lora_a)).set_require_grad(false),
+            lora_b: Param::from_tensor(upload(&init.lora_b)).set_require_grad(false),
+        });
+        let residual = upload(&init.residual.transpose());
+        linear.base.weight = Param::from_tensor(residual).set_require_grad(false);
+    }
+    if config.use_dora {
+        let magnitude = initial_magnitude(linear.base.weight.val(), &adapter);
+        adapter.magnitude = Some(Param::from_tensor(magnitude));
+    }
+    adapter.hadamard = config.use_hira;
+    linear.attach(adapter);
 }
 
 /// The slots of the adapters a model already carries (e.g. loaded from a file), in gate order.

@@ -32,15 +32,26 @@ impl HostTensor {
         Tensor::from_data(TensorData::new(self.data.clone(), self.shape.clone()), device)
     }
 
-    /// Downloads a tensor to the host.
+    /// Downloads a tensor to the host. Needs synchronous readback, which browsers do not offer
+    /// for GPU tensors; use [`HostTensor::from_tensor_async`] there.
     pub fn from_tensor<const D: usize>(tensor: Tensor<D>) -> Self {
         let shape = tensor.dims().to_vec();
+        Self::from_data(shape, tensor.into_data())
+    }
+
+    /// Downloads a tensor to the host without blocking, on every platform.
+    pub async fn from_tensor_async<const D: usize>(tensor: Tensor<D>) -> Result<Self> {
+        let shape = tensor.dims().to_vec();
         let data = tensor
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec_as::<f32>()
-            .unwrap_or_default();
-        Self::new(shape, data)
+            .into_data_async()
+            .await
+            .map_err(|e| CotoError::Device(format!("reading a tensor from the device failed: {e:?}")))?;
+        Ok(Self::from_data(shape, data))
+    }
+
+    fn from_data(shape: Vec<usize>, data: TensorData) -> Self {
+        let values = data.convert::<f32>().try_into_vec_as::<f32>().unwrap_or_default();
+        Self::new(shape, values)
     }
 
     /// The transpose of a matrix.

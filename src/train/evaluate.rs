@@ -5,6 +5,7 @@ use crate::coto::Gates;
 use crate::data::Example;
 use crate::error::{CotoError, Result};
 use crate::model::{BertClassifier, TextTokenizer};
+use burn::tensor::Tensor;
 
 /// Predictions for a set of examples.
 #[derive(Debug, Clone, PartialEq)]
@@ -24,30 +25,84 @@ pub fn predict_texts(
     texts: &[&str],
     batch_size: usize,
 ) -> Result<Predictions> {
-    let classes = model.num_labels();
-    let device = model.classifier.weight.val().device();
-    let ids = texts
+    let pending = PendingLogits::run(model, tokenizer, texts, batch_size)?;
+    let values = pending
+        .outputs
         .iter()
-        .map(|text| tokenizer.encode_ids(text))
+        .map(|output| output.clone().into_data().try_into_vec_as::<f32>().map_err(conversion_error))
         .collect::<Result<Vec<_>>>()?;
-    let mut order: Vec<usize> = (0..texts.len()).collect();
-    order.sort_by_key(|&i| ids[i].len());
+    Ok(pending.assemble(values))
+}
 
-    let mut logits = vec![0f32; texts.len() * classes];
-    for chunk in order.chunks(batch_size.max(1)) {
-        let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
-        let (input_ids, mask) = tokenizer.pad_batch(&rows).to_tensors(&device);
-        let output = model
-            .forward(input_ids, mask, &Gates::inference())
-            .into_data()
-            .try_into_vec_as::<f32>()
+/// [`predict_texts`] without blocking on the device, for WebGPU in a browser.
+pub async fn predict_texts_async(
+    model: &BertClassifier,
+    tokenizer: &TextTokenizer,
+    texts: &[&str],
+    batch_size: usize,
+) -> Result<Predictions> {
+    let pending = PendingLogits::run(model, tokenizer, texts, batch_size)?;
+    let mut values = Vec::with_capacity(pending.outputs.len());
+    for output in &pending.outputs {
+        let data = output
+            .clone()
+            .into_data_async()
+            .await
             .map_err(|e| CotoError::Device(format!("reading logits failed: {e:?}")))?;
-        for (row, &index) in output.chunks_exact(classes).zip(chunk) {
-            logits[index * classes..(index + 1) * classes].copy_from_slice(row);
-        }
+        values.push(data.try_into_vec_as::<f32>().map_err(conversion_error)?);
     }
-    let predicted = argmax_rows(&logits, classes);
-    Ok(Predictions { logits, predicted })
+    Ok(pending.assemble(values))
+}
+
+/// Logits computed batch by batch, still on the device.
+struct PendingLogits {
+    classes: usize,
+    count: usize,
+    chunks: Vec<Vec<usize>>,
+    outputs: Vec<Tensor<2>>,
+}
+
+impl PendingLogits {
+    fn run(model: &BertClassifier, tokenizer: &TextTokenizer, texts: &[&str], batch_size: usize) -> Result<Self> {
+        let device = model.classifier.weight.val().device();
+        let ids = texts
+            .iter()
+            .map(|text| tokenizer.encode_ids(text))
+            .collect::<Result<Vec<_>>>()?;
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| ids[i].len());
+        let chunks: Vec<Vec<usize>> = order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect();
+        let outputs = chunks
+            .iter()
+            .map(|chunk| {
+                let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+                let (input_ids, mask) = tokenizer.pad_batch(&rows).to_tensors(&device);
+                model.forward(input_ids, mask, &Gates::inference())
+            })
+            .collect();
+        Ok(Self {
+            classes: model.num_labels(),
+            count: texts.len(),
+            chunks,
+            outputs,
+        })
+    }
+
+    fn assemble(self, values: Vec<Vec<f32>>) -> Predictions {
+        let classes = self.classes;
+        let mut logits = vec![0f32; self.count * classes];
+        for (chunk, output) in self.chunks.iter().zip(values) {
+            for (row, &index) in output.chunks_exact(classes).zip(chunk) {
+                logits[index * classes..(index + 1) * classes].copy_from_slice(row);
+            }
+        }
+        let predicted = argmax_rows(&logits, classes);
+        Predictions { logits, predicted }
+    }
+}
+
+fn conversion_error(error: burn::tensor::DataError) -> CotoError {
+    CotoError::Device(format!("logits are not float32: {error:?}"))
 }
 
 /// Averages the logits of several models (the same task, e.g. adapters from different seeds):

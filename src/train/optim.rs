@@ -53,27 +53,28 @@ impl ParamGrads {
         self.grads.get(path)
     }
 
-    /// The L2 norm over all gradients together.
-    pub fn global_norm(&self) -> f64 {
+    /// The L2 norm over all gradients together, as a one-element tensor (reading it is left to
+    /// the caller, so that no device synchronisation happens here).
+    pub fn global_norm(&self) -> Option<Tensor<1>> {
         let squares: Vec<Tensor<1>> = self.grads.values().map(|g| g.clone().powi_scalar(2).sum()).collect();
         if squares.is_empty() {
-            return 0.0;
+            return None;
         }
-        let total: f32 = Tensor::cat(squares, 0).sum().into_scalar();
-        (total as f64).sqrt()
+        Some(Tensor::cat(squares, 0).sum().sqrt())
     }
 
-    /// Scales all gradients so that their global norm is at most `max_norm` (PyTorch's
-    /// `clip_grad_norm_`), returning the norm before clipping. `max_norm = 0` only measures.
-    pub fn clip_global_norm(&mut self, max_norm: f64) -> f64 {
-        let norm = self.global_norm();
-        if max_norm > 0.0 && norm.is_finite() && norm > max_norm {
-            let factor = max_norm / (norm + 1e-6);
+    /// Scales all gradients by `min(1, max_norm / (norm + 1e-6))`, PyTorch's `clip_grad_norm_`,
+    /// with device-side arithmetic only, and returns the norm before clipping. `max_norm = 0`
+    /// only measures.
+    pub fn clip_global_norm(&mut self, max_norm: f64) -> Option<Tensor<1>> {
+        let norm = self.global_norm()?;
+        if max_norm > 0.0 {
+            let factor = (norm.clone() + 1e-6).recip().mul_scalar(max_norm).clamp_max(1.0);
             for grad in self.grads.values_mut() {
-                *grad = grad.clone() * factor;
+                *grad = grad.clone() * factor.clone();
             }
         }
-        norm
+        Some(norm)
     }
 }
 

@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::config::TrainConfig;
 use super::lr::LrScheduler;
-use super::evaluate::{Predictions, predict_texts};
-use super::metrics::{Metrics, cross_entropy_rows};
+use super::evaluate::{Predictions, predict_texts, predict_texts_async, score};
+use super::metrics::Metrics;
 use super::optim::{AdamW, AdamWConfig, ParamGrads};
 use super::params::{load_trainable_params, trainable_params};
 use crate::coto::{AdapterGroups, AdapterSlot, CotoSchedule, GateController, GateState, Gates, Mode};
@@ -53,6 +53,33 @@ pub struct EvalReport {
     pub step: usize,
     /// The metrics.
     pub metrics: Metrics,
+}
+
+/// A step whose update is applied but whose loss and gradient norm are still on the device.
+struct AppliedStep {
+    loss: Tensor<1>,
+    grad_norm: Option<Tensor<1>>,
+    report: StepReport,
+}
+
+impl AppliedStep {
+    /// Completes the report with the values read back, failing if training diverged.
+    fn finish(mut self, loss: f64, grad_norm: f64) -> Result<StepReport> {
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Err(CotoError::Diverged {
+                step: self.report.step,
+                loss,
+                grad_norm,
+            });
+        }
+        self.report.loss = loss;
+        self.report.grad_norm = grad_norm;
+        Ok(self.report)
+    }
+}
+
+fn read_error(error: burn::tensor::ExecutionError) -> CotoError {
+    CotoError::Device(format!("reading a result from the device failed: {error:?}"))
 }
 
 /// Everything about a run's progress that is not a tensor: enough, with the parameters and
@@ -218,21 +245,47 @@ impl Trainer {
     }
 
     /// Takes one optimizer step: `grad_accum_steps` micro-batches of the training data under
-    /// one CoTo draw, gradient clipping, an AdamW update, then a new draw.
+    /// one CoTo draw, gradient clipping, an AdamW update, then a new draw. Reads the loss back
+    /// synchronously; in a browser use [`Trainer::step_async`].
     pub fn step(&mut self) -> Result<StepReport> {
-        let batches: Vec<(EncodedBatch, Vec<usize>)> = (0..self.config.grad_accum_steps)
+        let batches = self.next_batches();
+        self.step_on(&batches)
+    }
+
+    /// [`Trainer::step`] without blocking on the device, for WebGPU in a browser.
+    pub async fn step_async(&mut self) -> Result<StepReport> {
+        let batches = self.next_batches();
+        let applied = self.apply_step(&batches);
+        let loss = applied.loss.clone().into_scalar_async::<f32>().await.map_err(read_error)?;
+        let norm = match applied.grad_norm.clone() {
+            Some(norm) => norm.into_scalar_async::<f32>().await.map_err(read_error)?,
+            None => 0.0,
+        };
+        applied.finish(loss as f64, norm as f64)
+    }
+
+    /// Takes one optimizer step on the given micro-batches (token ids with their class ids)
+    /// instead of the next training batches. Benchmarks use it with synthetic batches.
+    pub fn step_on(&mut self, batches: &[(EncodedBatch, Vec<usize>)]) -> Result<StepReport> {
+        let applied = self.apply_step(batches);
+        let loss = applied.loss.clone().into_scalar::<f32>();
+        let norm = applied.grad_norm.clone().map_or(0.0, |n| n.into_scalar::<f32>());
+        applied.finish(loss as f64, norm as f64)
+    }
+
+    fn next_batches(&mut self) -> Vec<(EncodedBatch, Vec<usize>)> {
+        (0..self.config.grad_accum_steps)
             .map(|_| {
                 let indices = self.order.next_batch(self.config.batch_size);
                 let labels = indices.iter().map(|&i| self.dataset.train[i].label).collect();
                 (self.encode_train(&indices), labels)
             })
-            .collect();
-        self.step_on(&batches)
+            .collect()
     }
 
-    /// Takes one optimizer step on the given micro-batches (token ids with their class ids)
-    /// instead of the next training batches; benchmarks use it with synthetic batches.
-    pub fn step_on(&mut self, batches: &[(EncodedBatch, Vec<usize>)]) -> Result<StepReport> {
+    /// Runs forward and backward passes, clips, updates the parameters and draws new gates,
+    /// leaving the loss and gradient norm on the device.
+    fn apply_step(&mut self, batches: &[(EncodedBatch, Vec<usize>)]) -> AppliedStep {
         let step = self.step_count();
         let gates = self.gates.gates(Mode::Train);
         let p = self.gates.p();
@@ -244,10 +297,15 @@ impl Trainer {
         seed_masks(step_seed);
 
         let mut grads = ParamGrads::default();
-        let (mut loss_sum, mut tokens, mut examples) = (0.0, 0, 0);
+        let mut loss_sum: Option<Tensor<1>> = None;
+        let (mut tokens, mut examples) = (0, 0);
         for (batch, labels) in batches {
             let loss = self.loss(batch, labels, &gates) / batches.len() as f64;
-            loss_sum += loss.clone().into_scalar::<f32>() as f64;
+            let value = loss.clone().inner();
+            loss_sum = Some(match loss_sum {
+                Some(sum) => sum + value,
+                None => value,
+            });
             let mut backward = loss.backward();
             grads.accumulate(ParamGrads::collect(&mut backward, &self.model));
             tokens += batch.token_count();
@@ -255,32 +313,25 @@ impl Trainer {
         }
 
         let grad_norm = grads.clip_global_norm(self.config.max_grad_norm);
-        if !grad_norm.is_finite() || !loss_sum.is_finite() {
-            return Err(CotoError::setting(
-                "lr",
-                self.config.lr,
-                format!(
-                    "training diverged at step {}: the loss or gradient norm is not finite; \
-                     try a lower learning rate",
-                    step + 1
-                ),
-            ));
-        }
         let lr = self.scheduler.lr(step);
         let model = self.model.clone();
         self.model = self.optimizer.step(model, grads, lr);
         self.gates.after_optimizer_step();
 
-        Ok(StepReport {
-            step: step + 1,
-            loss: loss_sum,
-            lr,
-            p,
-            active_groups,
+        AppliedStep {
+            loss: loss_sum.unwrap_or_else(|| Tensor::zeros([1], &self.device.clone().without_autodiff())),
             grad_norm,
-            tokens,
-            examples,
-        })
+            report: StepReport {
+                step: step + 1,
+                loss: 0.0,
+                lr,
+                p,
+                active_groups,
+                grad_norm: 0.0,
+                tokens,
+                examples,
+            },
+        }
     }
 
     /// Captures the run's state after the last completed step.
@@ -322,14 +373,23 @@ impl Trainer {
 
     /// Evaluates on the validation set with every adapter on. The training draw is untouched.
     pub fn evaluate(&self) -> Result<EvalReport> {
-        let examples = &self.dataset.validation;
-        let predictions = self.predict_examples(examples)?;
-        let gold: Vec<usize> = examples.iter().map(|e| e.label).collect();
-        let losses = cross_entropy_rows(&predictions.logits, self.dataset.labels.len(), &gold);
-        Ok(EvalReport {
+        let predictions = self.predict_examples(&self.dataset.validation)?;
+        Ok(self.report_eval(&predictions))
+    }
+
+    /// [`Trainer::evaluate`] without blocking on the device, for WebGPU in a browser.
+    pub async fn evaluate_async(&self) -> Result<EvalReport> {
+        let texts: Vec<&str> = self.dataset.validation.iter().map(|e| e.text.as_str()).collect();
+        let predictions =
+            predict_texts_async(&self.model.valid(), &self.tokenizer, &texts, self.config.eval_batch_size).await?;
+        Ok(self.report_eval(&predictions))
+    }
+
+    fn report_eval(&self, predictions: &Predictions) -> EvalReport {
+        EvalReport {
             step: self.step_count(),
-            metrics: Metrics::compute(&predictions.predicted, &gold, &losses, self.dataset.labels.len()),
-        })
+            metrics: score(predictions, &self.dataset.validation, self.dataset.labels.len()),
+        }
     }
 
     /// Logits and predicted classes for `examples`, with every adapter on.
