@@ -6,7 +6,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use coto::adapter::{AdapterFiles, load_adapter};
 use coto::assets::{self, MINILM, SMS_SPAM};
-use coto::data::{DataFormat, DataOptions, Example, LabelMap, read_file};
+use coto::data::{DataFormat, DataOptions, Example, InvalidUtf8, LabelMap, read_file};
 use coto::device::{ComputeDevice, DeviceChoice, select_device};
 use coto::model::{BertClassifier, Checkpoint, TextTokenizer};
 
@@ -101,6 +101,18 @@ pub struct DataArgs {
     /// Column (JSON field) with the label. Default: label.
     #[arg(long, value_name = "NAME")]
     pub label_column: Option<String>,
+    /// Lines that are not valid UTF-8: stop with an error naming the line, or skip them.
+    #[arg(long, value_enum, default_value_t = Utf8Arg::Stop)]
+    pub invalid_utf8: Utf8Arg,
+}
+
+/// `--invalid-utf8` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Utf8Arg {
+    /// Stop with an error naming the first such line.
+    Stop,
+    /// Skip such lines and log their numbers.
+    Skip,
 }
 
 /// `--format` values.
@@ -134,6 +146,10 @@ impl DataArgs {
         if let Some(column) = &self.label_column {
             options.label_column = column.clone();
         }
+        options.invalid_utf8 = match self.invalid_utf8 {
+            Utf8Arg::Stop => InvalidUtf8::Stop,
+            Utf8Arg::Skip => InvalidUtf8::Skip,
+        };
         options
     }
 }

@@ -4,7 +4,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use coto::adapter::{AdapterFiles, CONFIG_FILE, RUN_FILE, RunInfo, WEIGHTS_FILE, save_adapter};
 use coto::coto::{Grouping, Method, ScheduleShape};
@@ -12,7 +15,8 @@ use coto::data::{DataOptions, prepare_dataset, read_file};
 use coto::lora::LoraVariant;
 use coto::model::Pooling;
 use coto::train::{
-    EvalReport, LrSchedule, StepReport, TrainConfig, Trainer, latest_checkpoint, load_checkpoint, save_checkpoint,
+    EvalReport, LrSchedule, NonFinite, StepReport, TrainConfig, Trainer, latest_checkpoint, load_checkpoint,
+    save_checkpoint,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::{Deserialize, Serialize};
@@ -142,6 +146,17 @@ pub struct TrainArgs {
     /// Default: 42.
     #[arg(long, value_name = "SEED")]
     seed: Option<u64>,
+    /// A step whose loss or gradient is NaN or infinite: stop the run (keeping the checkpoints
+    /// written so far), or skip its update and count it. Default: stop.
+    #[arg(long, value_enum)]
+    on_nonfinite: Option<NonFiniteArg>,
+}
+
+/// `--on-nonfinite` values.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum NonFiniteArg {
+    Stop,
+    Skip,
 }
 
 /// `--variant` values.
@@ -265,6 +280,12 @@ impl TrainArgs {
         set(&mut config.eval_every, self.eval_every);
         set(&mut config.validation_fraction, self.validation_fraction);
         set(&mut config.seed, self.seed);
+        if let Some(policy) = self.on_nonfinite {
+            config.on_nonfinite = match policy {
+                NonFiniteArg::Stop => NonFinite::Stop,
+                NonFiniteArg::Skip => NonFinite::Skip,
+            };
+        }
         config.validate()?;
         Ok(config)
     }
@@ -351,6 +372,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
     );
 
     std::fs::create_dir_all(&output).with_context(|| format!("cannot create {}", output.display()))?;
+    let interrupted = Arc::new(AtomicBool::new(false));
+    {
+        let interrupted = interrupted.clone();
+        ctrlc::set_handler(move || interrupted.store(true, Ordering::SeqCst))
+            .context("cannot install the Ctrl-C handler")?;
+    }
     let mut log = MetricsLog::open(&output.join("metrics.jsonl"), trainer.step_count())?;
     let started = Instant::now();
     let first_step = trainer.step_count();
@@ -358,7 +385,25 @@ pub fn run(args: TrainArgs) -> Result<()> {
     progress.set_position(first_step as u64);
     let mut tokens = 0usize;
     while !trainer.is_done() {
-        let report = trainer.step()?;
+        if interrupted.load(Ordering::SeqCst) {
+            progress.finish_and_clear();
+            log.flush()?;
+            let dir = write_checkpoint(&trainer, &sources, &output, args.keep)?;
+            bail!(
+                "interrupted after step {}; the run is saved in {}. Continue it with: coto train --resume {}",
+                trainer.step_count(),
+                dir.display(),
+                output.display()
+            );
+        }
+        let report = match trainer.step() {
+            Ok(report) => report,
+            Err(error) => {
+                progress.finish_and_clear();
+                log.flush()?;
+                return Err(error.into());
+            }
+        };
         tokens += report.tokens;
         log.step(&report)?;
         progress.set_position(report.step as u64);
@@ -386,6 +431,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     }
     progress.finish_and_clear();
     let elapsed = started.elapsed().as_secs_f64();
+    if trainer.skipped_steps() > 0 {
+        tracing::warn!(skipped = trainer.skipped_steps(), "steps skipped for a non-finite loss or gradient");
+    }
 
     let eval = trainer.evaluate()?;
     log.eval(&eval)?;
@@ -505,6 +553,11 @@ impl MetricsLog {
         let mut value = serde_json::to_value(report)?;
         value["kind"] = "step".into();
         writeln!(self.file, "{value}")?;
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        self.file.flush()?;
         Ok(())
     }
 

@@ -8,5 +8,5 @@ mod split;
 
 pub use labels::LabelMap;
 pub use order::EpochOrder;
-pub use read::{DataFormat, DataOptions, RawRecord, read_file, read_records};
+pub use read::{DataFormat, DataOptions, InvalidUtf8, RawRecord, read_file, read_records};
 pub use split::{Dataset, Example, prepare_dataset};

@@ -33,6 +33,19 @@ pub struct DataOptions {
     pub text_column: String,
     /// Column (or JSON field) holding the label. Default: `label`.
     pub label_column: String,
+    /// What a line that is not valid UTF-8 does. Default: stop with an error.
+    pub invalid_utf8: InvalidUtf8,
+}
+
+/// Handling of lines that are not valid UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum InvalidUtf8 {
+    /// Stop with an error naming the first such line.
+    #[default]
+    Stop,
+    /// Skip such lines, logging how many and which.
+    Skip,
 }
 
 impl Default for DataOptions {
@@ -41,6 +54,7 @@ impl Default for DataOptions {
             format: DataFormat::Auto,
             text_column: "text".into(),
             label_column: "label".into(),
+            invalid_utf8: InvalidUtf8::Stop,
         }
     }
 }
@@ -80,11 +94,8 @@ pub fn read_records(bytes: &[u8], source: &str, options: &DataOptions) -> Result
         source_name: source.to_string(),
         message,
     };
-    let text = std::str::from_utf8(bytes).map_err(|e| {
-        let line = bytes[..e.valid_up_to()].iter().filter(|&&b| b == b'\n').count() + 1;
-        fail(format!("line {line}: invalid UTF-8; re-save the file as UTF-8"))
-    })?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let decoded = decode_utf8(bytes, options.invalid_utf8, source).map_err(fail)?;
+    let text = decoded.strip_prefix('\u{feff}').unwrap_or(&decoded);
     if text.trim().is_empty() {
         return Err(fail("the file is empty".into()));
     }
@@ -109,6 +120,31 @@ pub fn read_records(bytes: &[u8], source: &str, options: &DataOptions) -> Result
         return Err(fail("no records with a non-empty text".into()));
     }
     Ok(records)
+}
+
+/// Decodes the file as UTF-8: whole when it is valid, else line by line under `policy`.
+fn decode_utf8(bytes: &[u8], policy: InvalidUtf8, source: &str) -> std::result::Result<String, String> {
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return Ok(text.to_string());
+    }
+    let mut kept = Vec::new();
+    let mut bad_lines = Vec::new();
+    for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        match std::str::from_utf8(line) {
+            Ok(line) => kept.push(line),
+            Err(_) if policy == InvalidUtf8::Skip => bad_lines.push(index + 1),
+            Err(_) => {
+                return Err(format!(
+                    "line {}: invalid UTF-8; re-save the file as UTF-8, or skip such lines with \
+                     --invalid-utf8 skip",
+                    index + 1
+                ));
+            }
+        }
+    }
+    let shown: Vec<String> = bad_lines.iter().take(10).map(usize::to_string).collect();
+    tracing::warn!(source, skipped = bad_lines.len(), lines = %shown.join(", "), "skipped lines that are not valid UTF-8");
+    Ok(kept.join("\n"))
 }
 
 fn detect(text: &str, options: &DataOptions) -> DataFormat {

@@ -73,6 +73,8 @@ impl HostTensor {
 pub struct WeightMap {
     source: PathBuf,
     tensors: HashMap<String, HostTensor>,
+    /// Tensors of other dtypes that were not read, with their dtype, for error messages.
+    skipped: HashMap<String, String>,
 }
 
 impl WeightMap {
@@ -81,6 +83,7 @@ impl WeightMap {
         Self {
             source: source.into(),
             tensors: HashMap::new(),
+            skipped: HashMap::new(),
         }
     }
 
@@ -112,7 +115,10 @@ impl WeightMap {
                 Dtype::F64 => decode(view.data(), 8, |b| {
                     f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32
                 }),
-                _ => continue,
+                other => {
+                    map.skipped.insert(name.to_string(), format!("{other:?}"));
+                    continue;
+                }
             };
             map.insert(name, HostTensor::new(view.shape().to_vec(), data));
         }
@@ -164,7 +170,10 @@ impl WeightMap {
     pub fn get(&self, name: &str, shape: &[usize]) -> Result<&HostTensor> {
         let tensor = self.tensors.get(name).ok_or_else(|| CotoError::Weights {
             path: self.source.clone(),
-            message: format!("tensor `{name}` is missing; is this a checkpoint of the configured model?"),
+            message: match self.skipped.get(name) {
+                Some(dtype) => format!("tensor `{name}` has dtype {dtype}; coto reads F32, F16, BF16 and F64 weights"),
+                None => format!("tensor `{name}` is missing; is this a checkpoint of the configured model?"),
+            },
         })?;
         if tensor.shape != shape {
             return Err(CotoError::Weights {

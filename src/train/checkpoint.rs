@@ -43,6 +43,26 @@ pub fn save_checkpoint(
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).map_err(|e| CotoError::io("failed to create", &staging, e))?;
 
+    let written = write_files(&staging, snapshot, run, extra_files);
+    if let Err(error) = written {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(error);
+    }
+
+    if final_dir.exists() {
+        std::fs::remove_dir_all(&final_dir).map_err(|e| CotoError::io("failed to replace", &final_dir, e))?;
+    }
+    std::fs::rename(&staging, &final_dir).map_err(|e| CotoError::io("failed to move into place", &final_dir, e))?;
+    prune_checkpoints(&root, keep);
+    Ok(final_dir)
+}
+
+fn write_files(
+    staging: &Path,
+    snapshot: &TrainerSnapshot,
+    run: &serde_json::Value,
+    extra_files: &[(&str, Vec<u8>)],
+) -> Result<()> {
     let state = StateFile {
         state: snapshot.state.clone(),
         run: run.clone(),
@@ -58,14 +78,7 @@ pub fn save_checkpoint(
         write_synced(&staging.join(file), bytes)?;
     }
     // The state file goes last: a directory without it is never taken for a checkpoint.
-    write_synced(&staging.join(STATE_FILE), &state_json)?;
-
-    if final_dir.exists() {
-        std::fs::remove_dir_all(&final_dir).map_err(|e| CotoError::io("failed to replace", &final_dir, e))?;
-    }
-    std::fs::rename(&staging, &final_dir).map_err(|e| CotoError::io("failed to move into place", &final_dir, e))?;
-    prune_checkpoints(&root, keep);
-    Ok(final_dir)
+    write_synced(&staging.join(STATE_FILE), &state_json)
 }
 
 /// The checkpoint to resume from: `dir` itself if it is a checkpoint, else the newest complete

@@ -64,6 +64,20 @@ pub struct TrainConfig {
     pub validation_fraction: f64,
     /// Seed of every random choice of the run. Default: 42.
     pub seed: u64,
+    /// What a step with a non-finite loss or gradient does. Default: stop.
+    pub on_nonfinite: NonFinite,
+}
+
+/// What happens when a step's loss or gradient norm is NaN or infinite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NonFinite {
+    /// Stop the run with an error naming the step; checkpoints already written stay.
+    #[default]
+    Stop,
+    /// Skip the update (the parameters and optimizer state stay as they were), count the step
+    /// as skipped, and go on.
+    Skip,
 }
 
 impl Default for TrainConfig {
@@ -88,6 +102,7 @@ impl Default for TrainConfig {
             eval_batch_size: 64,
             validation_fraction: 0.1,
             seed: 42,
+            on_nonfinite: NonFinite::Stop,
         }
     }
 }

@@ -12,7 +12,7 @@ mod trainer;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use checkpoint::{MOMENTS_FILE, PARAMS_FILE, STATE_FILE, latest_checkpoint, load_checkpoint, save_checkpoint};
-pub use config::{LrSchedule, TrainConfig};
+pub use config::{LrSchedule, NonFinite, TrainConfig};
 pub use lr::LrScheduler;
 pub use metrics::{Metrics, argmax_rows, cross_entropy_rows};
 pub use optim::{AdamW, AdamWConfig, Moments, ParamGrads};

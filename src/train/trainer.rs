@@ -8,7 +8,7 @@ use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::config::TrainConfig;
+use super::config::{NonFinite, TrainConfig};
 use super::lr::LrScheduler;
 use super::evaluate::{Predictions, predict_texts, predict_texts_async, score};
 use super::metrics::Metrics;
@@ -55,27 +55,27 @@ pub struct EvalReport {
     pub metrics: Metrics,
 }
 
-/// A step whose update is applied but whose loss and gradient norm are still on the device.
-struct AppliedStep {
+/// A step whose gradients are computed and clipped but not applied, with its loss and
+/// gradient norm still on the device.
+struct ComputedStep {
+    grads: ParamGrads,
     loss: Tensor<1>,
     grad_norm: Option<Tensor<1>>,
     report: StepReport,
 }
 
-impl AppliedStep {
-    /// Completes the report with the values read back, failing if training diverged.
-    fn finish(mut self, loss: f64, grad_norm: f64) -> Result<StepReport> {
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(CotoError::Diverged {
-                step: self.report.step,
-                loss,
-                grad_norm,
-            });
-        }
-        self.report.loss = loss;
-        self.report.grad_norm = grad_norm;
-        Ok(self.report)
+/// Completes a report with the values read back, failing if training diverged.
+fn finish(mut report: StepReport, loss: f64, grad_norm: f64) -> Result<StepReport> {
+    if !loss.is_finite() || !grad_norm.is_finite() {
+        return Err(CotoError::Diverged {
+            step: report.step,
+            loss,
+            grad_norm,
+        });
     }
+    report.loss = loss;
+    report.grad_norm = grad_norm;
+    Ok(report)
 }
 
 fn read_error(error: burn::tensor::ExecutionError) -> CotoError {
@@ -125,6 +125,7 @@ pub struct Trainer {
     scheduler: LrScheduler,
     order: EpochOrder,
     total_steps: usize,
+    skipped: usize,
 }
 
 impl Trainer {
@@ -139,6 +140,17 @@ impl Trainer {
                     "{} training and {} validation examples; both sets need at least one",
                     dataset.train.len(),
                     dataset.validation.len()
+                ),
+            });
+        }
+        if dataset.train.len() < config.batch_size {
+            return Err(CotoError::Data {
+                source_name: "dataset".into(),
+                message: format!(
+                    "the training set has {} examples, fewer than one batch of {}; lower --batch-size \
+                     or add data",
+                    dataset.train.len(),
+                    config.batch_size
                 ),
             });
         }
@@ -191,6 +203,7 @@ impl Trainer {
             scheduler,
             order,
             total_steps,
+            skipped: 0,
         })
     }
 
@@ -255,22 +268,40 @@ impl Trainer {
     /// [`Trainer::step`] without blocking on the device, for WebGPU in a browser.
     pub async fn step_async(&mut self) -> Result<StepReport> {
         let batches = self.next_batches();
-        let applied = self.apply_step(&batches);
-        let loss = applied.loss.clone().into_scalar_async::<f32>().await.map_err(read_error)?;
-        let norm = match applied.grad_norm.clone() {
-            Some(norm) => norm.into_scalar_async::<f32>().await.map_err(read_error)?,
-            None => 0.0,
+        let computed = self.compute_step(&batches);
+        let read = async |tensor: Option<Tensor<1>>| -> Result<f64> {
+            match tensor {
+                Some(t) => Ok(t.into_scalar_async::<f32>().await.map_err(read_error)? as f64),
+                None => Ok(0.0),
+            }
         };
-        applied.finish(loss as f64, norm as f64)
+        if self.config.on_nonfinite == NonFinite::Skip {
+            let loss = read(Some(computed.loss.clone())).await?;
+            let norm = read(computed.grad_norm.clone()).await?;
+            return Ok(self.finish_checked(computed, loss, norm));
+        }
+        let (loss, norm) = (computed.loss.clone(), computed.grad_norm.clone());
+        let report = self.apply_update(computed);
+        finish(report, read(Some(loss)).await?, read(norm).await?)
     }
 
     /// Takes one optimizer step on the given micro-batches (token ids with their class ids)
     /// instead of the next training batches. Benchmarks use it with synthetic batches.
     pub fn step_on(&mut self, batches: &[(EncodedBatch, Vec<usize>)]) -> Result<StepReport> {
-        let applied = self.apply_step(batches);
-        let loss = applied.loss.clone().into_scalar::<f32>();
-        let norm = applied.grad_norm.clone().map_or(0.0, |n| n.into_scalar::<f32>());
-        applied.finish(loss as f64, norm as f64)
+        let computed = self.compute_step(batches);
+        let read = |tensor: Option<Tensor<1>>| tensor.map_or(0.0, |t| t.into_scalar::<f32>() as f64);
+        if self.config.on_nonfinite == NonFinite::Skip {
+            let (loss, norm) = (read(Some(computed.loss.clone())), read(computed.grad_norm.clone()));
+            return Ok(self.finish_checked(computed, loss, norm));
+        }
+        let (loss, norm) = (computed.loss.clone(), computed.grad_norm.clone());
+        let report = self.apply_update(computed);
+        finish(report, read(Some(loss)), read(norm))
+    }
+
+    /// Steps skipped for a non-finite loss or gradient so far (with `on_nonfinite = skip`).
+    pub fn skipped_steps(&self) -> usize {
+        self.skipped
     }
 
     fn next_batches(&mut self) -> Vec<(EncodedBatch, Vec<usize>)> {
@@ -283,9 +314,27 @@ impl Trainer {
             .collect()
     }
 
-    /// Runs forward and backward passes, clips, updates the parameters and draws new gates,
-    /// leaving the loss and gradient norm on the device.
-    fn apply_step(&mut self, batches: &[(EncodedBatch, Vec<usize>)]) -> AppliedStep {
+    /// Applies the update of a step whose values were read first, or skips it (counting it)
+    /// when they are not finite.
+    fn finish_checked(&mut self, computed: ComputedStep, loss: f64, norm: f64) -> StepReport {
+        if loss.is_finite() && norm.is_finite() {
+            let mut report = self.apply_update(computed);
+            report.loss = loss;
+            report.grad_norm = norm;
+            return report;
+        }
+        self.skipped += 1;
+        tracing::warn!(step = computed.report.step, loss, grad_norm = norm, skipped = self.skipped, "skipped a non-finite step");
+        self.gates.after_optimizer_step();
+        let mut report = computed.report;
+        report.loss = loss;
+        report.grad_norm = norm;
+        report
+    }
+
+    /// Runs the forward and backward passes of a step and clips the gradients, leaving the loss
+    /// and gradient norm on the device.
+    fn compute_step(&mut self, batches: &[(EncodedBatch, Vec<usize>)]) -> ComputedStep {
         let step = self.step_count();
         let gates = self.gates.gates(Mode::Train);
         let p = self.gates.p();
@@ -311,20 +360,15 @@ impl Trainer {
             tokens += batch.token_count();
             examples += labels.len();
         }
-
         let grad_norm = grads.clip_global_norm(self.config.max_grad_norm);
-        let lr = self.scheduler.lr(step);
-        let model = self.model.clone();
-        self.model = self.optimizer.step(model, grads, lr);
-        self.gates.after_optimizer_step();
-
-        AppliedStep {
+        ComputedStep {
+            grads,
             loss: loss_sum.unwrap_or_else(|| Tensor::zeros([1], &self.device.clone().without_autodiff())),
             grad_norm,
             report: StepReport {
                 step: step + 1,
                 loss: 0.0,
-                lr,
+                lr: self.scheduler.lr(step),
                 p,
                 active_groups,
                 grad_norm: 0.0,
@@ -332,6 +376,14 @@ impl Trainer {
                 examples,
             },
         }
+    }
+
+    /// Updates the parameters with AdamW and draws new gates.
+    fn apply_update(&mut self, computed: ComputedStep) -> StepReport {
+        let model = self.model.clone();
+        self.model = self.optimizer.step(model, computed.grads, computed.report.lr);
+        self.gates.after_optimizer_step();
+        computed.report
     }
 
     /// Captures the run's state after the last completed step.

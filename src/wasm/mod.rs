@@ -83,44 +83,44 @@ impl Trainer {
 
     /// Optimizer steps in the whole run.
     #[wasm_bindgen(getter, js_name = totalSteps)]
-    pub fn total_steps(&self) -> usize {
-        self.inner.borrow().total_steps()
+    pub fn total_steps(&self) -> Result<usize, JsError> {
+        Ok(self.peek()?.total_steps())
     }
 
     /// Optimizer steps taken.
     #[wasm_bindgen(getter, js_name = stepCount)]
-    pub fn step_count(&self) -> usize {
-        self.inner.borrow().step_count()
+    pub fn step_count(&self) -> Result<usize, JsError> {
+        Ok(self.peek()?.step_count())
     }
 
     /// Number of CoTo groups (transformer layers by default).
     #[wasm_bindgen(getter, js_name = groupCount)]
-    pub fn group_count(&self) -> usize {
-        self.inner.borrow().gates().groups().len()
+    pub fn group_count(&self) -> Result<usize, JsError> {
+        Ok(self.peek()?.gates().groups().len())
     }
 
     /// Class names in id order.
     #[wasm_bindgen(getter)]
-    pub fn labels(&self) -> Vec<String> {
-        self.inner.borrow().labels().names().to_vec()
+    pub fn labels(&self) -> Result<Vec<String>, JsError> {
+        Ok(self.peek()?.labels().names().to_vec())
     }
 
     /// Training and validation set sizes, `[train, validation]`.
     #[wasm_bindgen(getter, js_name = datasetSizes)]
-    pub fn dataset_sizes(&self) -> Vec<usize> {
-        let trainer = self.inner.borrow();
-        vec![trainer.dataset().train.len(), trainer.dataset().validation.len()]
+    pub fn dataset_sizes(&self) -> Result<Vec<usize>, JsError> {
+        let trainer = self.peek()?;
+        Ok(vec![trainer.dataset().train.len(), trainer.dataset().validation.len()])
     }
 
     /// The activation probability `p` of CoTo's schedule after `step` optimizer steps (1 for
     /// plain LoRA), for plotting the schedule.
     #[wasm_bindgen(js_name = scheduleP)]
-    pub fn schedule_p(&self, step: usize) -> f64 {
-        let trainer = self.inner.borrow();
-        match trainer.config().method {
+    pub fn schedule_p(&self, step: usize) -> Result<f64, JsError> {
+        let trainer = self.peek()?;
+        Ok(match trainer.config().method {
             crate::coto::Method::Lora => 1.0,
             crate::coto::Method::Coto => trainer.gates().schedule().p_at(step),
-        }
+        })
     }
 
     /// Takes one optimizer step. Resolves to `{step, loss, lr, p, active_groups, grad_norm,
@@ -216,6 +216,13 @@ impl Trainer {
         })
     }
 
+    /// Borrows the trainer for a getter, failing (not trapping) while a step holds it.
+    fn peek(&self) -> Result<std::cell::Ref<'_, CoreTrainer>, JsError> {
+        self.inner
+            .try_borrow()
+            .map_err(|_| JsError::new("the trainer is busy with a step; read it after the step resolves"))
+    }
+
     /// Releases the model and its device memory.
     pub fn dispose(self) {
         drop(self);
@@ -282,7 +289,11 @@ async fn init_device(choice: &str) -> Result<(Device, String), JsError> {
             }
             match Device::wgpu_options().graphics_api(WgpuBackend::WebGpu).init_async().await {
                 Ok(device) => {
-                    let name = device.identity().map(|id| id.name).unwrap_or_else(|| "WebGPU adapter".into());
+                    let name = match adapter_description().await {
+                        Some(name) => name,
+                        None => device.identity().map(|id| id.name).unwrap_or_default(),
+                    };
+                    let name = if name.trim().is_empty() { "adapter without a name".into() } else { name };
                     Ok((device, format!("WebGPU ({name})")))
                 }
                 Err(error) if choice == "auto" => {
@@ -300,6 +311,20 @@ async fn init_device(choice: &str) -> Result<(Device, String), JsError> {
 extern "C" {
     #[wasm_bindgen(js_namespace = console, js_name = warn)]
     fn web_console_warn(message: &str);
+}
+
+/// The browser's description of its default WebGPU adapter (`GPUAdapter.info`): vendor,
+/// architecture and description where it gives them.
+async fn adapter_description() -> Option<String> {
+    let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).ok()?;
+    let gpu = Reflect::get(&navigator, &"gpu".into()).ok()?;
+    let request: js_sys::Function = Reflect::get(&gpu, &"requestAdapter".into()).ok()?.dyn_into().ok()?;
+    let promise: Promise = request.call0(&gpu).ok()?.dyn_into().ok()?;
+    let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
+    let info = Reflect::get(&adapter, &"info".into()).ok()?;
+    let field = |name: &str| Reflect::get(&info, &name.into()).ok().and_then(|v| v.as_string()).filter(|s| !s.is_empty());
+    let parts: Vec<String> = ["vendor", "architecture", "description"].iter().filter_map(|name| field(name)).collect();
+    (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 /// Waits for a macrotask, so that the page repaints and handles input between steps.
