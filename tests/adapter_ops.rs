@@ -110,10 +110,21 @@ fn peft_written_adapter_loads_with_expected_logits() {
 fn unsupported_peft_feature_is_named() {
     let dir = temp_dir("peft-unsupported");
     let (bytes, _) = peft_weights(4, &["query"], 1);
-    let config = peft_config_json(4, 8.0, &["query"]).replace("\"use_dora\":false", "\"use_dora\":true");
-    let files = AdapterFiles::from_bytes(&bytes, &config, None, &dir).unwrap();
-    let message = files.check_supported().unwrap_err().to_string();
-    assert!(message.contains("use_dora"), "{message}");
+    let cases = [
+        ("\"bias\":\"none\"", "\"bias\":\"all\"", "bias"),
+        ("\"rank_pattern\":{}", "\"rank_pattern\":{\"query\":8}", "rank_pattern"),
+        ("\"layers_to_transform\":null", "\"layers_to_transform\":[0]", "layers_to_transform"),
+        ("\"fan_in_fan_out\":false", "\"fan_in_fan_out\":true", "fan_in_fan_out"),
+        ("\"peft_type\":\"LORA\"", "\"peft_type\":\"IA3\"", "peft_type"),
+        ("\"task_type\":\"SEQ_CLS\"", "\"task_type\":\"CAUSAL_LM\"", "task_type"),
+    ];
+    for (from, to, key) in cases {
+        let config = peft_config_json(4, 8.0, &["query"]);
+        assert!(config.contains(from), "the fixture lacks {from}");
+        let files = AdapterFiles::from_bytes(&bytes, &config.replace(from, to), None, &dir).unwrap();
+        let message = files.check_supported().unwrap_err().to_string();
+        assert!(message.contains(key), "{to}: message does not name {key}: {message}");
+    }
 }
 
 #[test]

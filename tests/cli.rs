@@ -125,7 +125,7 @@ fn wrong_column_names_the_column_and_the_header() {
     // The right column flags make the same file readable.
     let output = coto(&[
         "train", "--model", path(&model), "--data", path(&data), "--device", "cpu", "--text-column", "sentence",
-        "--label-column", "category", "--max-steps", "1", "--validation-fraction", "0.5",
+        "--label-column", "category", "--max-steps", "1", "--validation-fraction", "0.5", "--batch-size", "2",
         "--output", path(&dir.join("out")),
     ]);
     assert!(output.status.success(), "{}", stderr(&output));
