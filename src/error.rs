@@ -17,14 +17,14 @@ pub enum CotoError {
     },
 
     /// Reading or writing a file failed.
-    #[error("{action} {path}: {source}")]
+    #[error("{action} {path}: {cause}")]
     Io {
         /// What was being done, e.g. "failed to read".
         action: &'static str,
         /// The file or directory involved.
         path: PathBuf,
-        /// The operating-system error.
-        source: std::io::Error,
+        /// The operating-system error (part of the message, so not also reported as a source).
+        cause: std::io::Error,
     },
 
     /// A JSON or TOML file could not be parsed.
@@ -104,11 +104,11 @@ impl CotoError {
     }
 
     /// Builds an [`CotoError::Io`] for `path`.
-    pub fn io(action: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+    pub fn io(action: &'static str, path: impl Into<PathBuf>, cause: std::io::Error) -> Self {
         Self::Io {
             action,
             path: path.into(),
-            source,
+            cause,
         }
     }
 }

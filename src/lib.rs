@@ -6,6 +6,7 @@
 //! step loop), [`adapter`] (PEFT-format files), [`device`] (choosing wgpu or the CPU).
 
 pub mod adapter;
+pub mod analysis;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod assets;
 pub mod coto;

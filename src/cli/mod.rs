@@ -1,15 +1,19 @@
 //! Command-line interface: argument parsing and one module per subcommand.
 
+mod analyze;
 mod bench;
 mod common;
 mod embed;
 mod eval;
+mod experiment;
+mod experiment_report;
 mod export;
 mod fetch;
 mod merge;
 mod predict;
 mod prune;
 mod serve;
+mod tasks;
 mod train;
 
 use std::process::ExitCode;
@@ -47,6 +51,10 @@ enum Command {
     Export(export::ExportArgs),
     /// Serve the web page, the WASM package, the model and the data on 127.0.0.1.
     Serve(serve::ServeArgs),
+    /// Shapley values of adapters, linear mode connectivity, and dropout stability.
+    Analyze(Box<analyze::AnalyzeArgs>),
+    /// LoRA against CoTo on three tasks and several seeds, with merging, pruning and analyses.
+    Experiment(experiment::ExperimentArgs),
 }
 
 /// Parses the arguments, runs the subcommand and maps errors to a message and exit code 1.
@@ -65,6 +73,8 @@ pub fn main() -> ExitCode {
         Command::Prune(args) => prune::run(*args),
         Command::Export(args) => export::run(args),
         Command::Serve(args) => serve::run(args),
+        Command::Analyze(args) => analyze::run(*args),
+        Command::Experiment(args) => experiment::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

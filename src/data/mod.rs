@@ -5,8 +5,10 @@ mod labels;
 mod order;
 mod read;
 mod split;
+mod tasks;
 
 pub use labels::LabelMap;
 pub use order::EpochOrder;
 pub use read::{DataFormat, DataOptions, InvalidUtf8, RawRecord, read_file, read_records};
 pub use split::{Dataset, Example, prepare_dataset};
+pub use tasks::{Cleaning, bbc_news_records, records_to_tsv, twitter_sentiment_records};

@@ -25,7 +25,19 @@ pub fn predict_texts(
     texts: &[&str],
     batch_size: usize,
 ) -> Result<Predictions> {
-    let pending = PendingLogits::run(model, tokenizer, texts, batch_size)?;
+    predict_texts_gated(model, tokenizer, texts, batch_size, &Gates::inference())
+}
+
+/// [`predict_texts`] with some adapters switched off by `gates` (for pruning and Shapley
+/// analyses).
+pub fn predict_texts_gated(
+    model: &BertClassifier,
+    tokenizer: &TextTokenizer,
+    texts: &[&str],
+    batch_size: usize,
+    gates: &Gates,
+) -> Result<Predictions> {
+    let pending = PendingLogits::run(model, tokenizer, texts, batch_size, gates)?;
     let values = pending
         .outputs
         .iter()
@@ -41,7 +53,7 @@ pub async fn predict_texts_async(
     texts: &[&str],
     batch_size: usize,
 ) -> Result<Predictions> {
-    let pending = PendingLogits::run(model, tokenizer, texts, batch_size)?;
+    let pending = PendingLogits::run(model, tokenizer, texts, batch_size, &Gates::inference())?;
     let mut values = Vec::with_capacity(pending.outputs.len());
     for output in &pending.outputs {
         let data = output
@@ -63,7 +75,13 @@ struct PendingLogits {
 }
 
 impl PendingLogits {
-    fn run(model: &BertClassifier, tokenizer: &TextTokenizer, texts: &[&str], batch_size: usize) -> Result<Self> {
+    fn run(
+        model: &BertClassifier,
+        tokenizer: &TextTokenizer,
+        texts: &[&str],
+        batch_size: usize,
+        gates: &Gates,
+    ) -> Result<Self> {
         let device = model.classifier.weight.val().device();
         let ids = texts
             .iter()
@@ -77,7 +95,7 @@ impl PendingLogits {
             .map(|chunk| {
                 let rows: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
                 let (input_ids, mask) = tokenizer.pad_batch(&rows).to_tensors(&device);
-                model.forward(input_ids, mask, &Gates::inference())
+                model.forward(input_ids, mask, gates)
             })
             .collect();
         Ok(Self {

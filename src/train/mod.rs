@@ -17,5 +17,5 @@ pub use lr::LrScheduler;
 pub use metrics::{Metrics, argmax_rows, cross_entropy_rows};
 pub use optim::{AdamW, AdamWConfig, Moments, ParamGrads};
 pub use params::{load_trainable_params, trainable_params};
-pub use evaluate::{Predictions, predict_ensemble, predict_texts, predict_texts_async, score};
+pub use evaluate::{Predictions, predict_ensemble, predict_texts, predict_texts_async, predict_texts_gated, score};
 pub use trainer::{EvalReport, StepReport, Trainer, TrainerSnapshot, TrainerState};
