@@ -73,14 +73,19 @@ pub fn cpu_device() -> ComputeDevice {
 /// Resolves `choice` to a device, logging the adapter, its API and its type.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn select_device(choice: DeviceChoice) -> Result<ComputeDevice> {
+    if choice == DeviceChoice::Cpu {
+        let selected = cpu_device();
+        tracing::info!(backend = selected.backend, adapter = %selected.adapter, "compute device");
+        return Ok(selected);
+    }
     let adapters = list_adapters();
     let best = adapters.iter().max_by_key(|a| preference(&a.kind)).cloned();
     let selected = match (choice, best) {
-        (DeviceChoice::Cpu, _) => cpu_device(),
+        (DeviceChoice::Cpu, _) => unreachable!("handled above"),
         (DeviceChoice::Auto, Some(adapter)) if !adapter.is_software => wgpu_device(&adapter),
         (DeviceChoice::Auto, found) => {
             match found {
-                Some(adapter) => tracing::info!(%adapter, "only a software GPU adapter found; training on the CPU is faster"),
+                Some(adapter) => tracing::info!(%adapter, "only a software GPU adapter found; running on the CPU, which is faster"),
                 None => tracing::info!("no GPU adapter found"),
             }
             cpu_device()

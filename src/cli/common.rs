@@ -53,16 +53,38 @@ pub fn tune_allocator() {
     }
 }
 
-/// Logs to stderr at `info` (or `RUST_LOG`), without timestamps' noise for a terminal user.
+/// Logs to stderr at `info` (or `RUST_LOG`), with colours only on a terminal.
 pub fn init_logging() {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wgpu_core=warn,wgpu_hal=warn,naga=warn,cubecl=warn"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false)
         .compact()
         .try_init();
+}
+
+/// Gives Vulkan drivers a runtime directory when the session has none (a container, a CI
+/// job): Mesa prints "XDG_RUNTIME_DIR is invalid or not set" to stderr at every adapter
+/// enumeration otherwise. Must run before any thread starts, because it sets the environment.
+pub fn ensure_runtime_dir() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("coto-runtime-{}", std::env::var("USER").unwrap_or_default()));
+    if std::fs::create_dir_all(&dir).is_err() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+    }
+    // SAFETY: called at the start of main, before any other thread exists.
+    unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
 }
 
 /// The model directory: `--model DIR` as given, else the cached MiniLM (fetched on first use).
@@ -184,8 +206,9 @@ pub struct LoadedAdapter {
 
 impl LoadedAdapter {
     /// Reads the adapter in `dir` and its base: `model` if given, else the directory recorded in
-    /// `coto_run.json` if it still exists, else the cached all-MiniLM-L6-v2.
-    pub fn read(dir: &Path, model: Option<&Path>, max_length: usize) -> Result<Self> {
+    /// `coto_run.json` if it still exists, else the cached all-MiniLM-L6-v2. Texts are cut at
+    /// `max_length` tokens, else at the adapter's training length, else at 128.
+    pub fn read(dir: &Path, model: Option<&Path>, max_length: Option<usize>) -> Result<Self> {
         let files = load_adapter(dir).with_context(|| format!("cannot load the adapter in {}", dir.display()))?;
         let recorded = files
             .run
@@ -198,6 +221,9 @@ impl LoadedAdapter {
             (None, Some(recorded)) => recorded,
             (None, None) => model_dir(None)?,
         };
+        // Without --max-length, texts are cut where training cut them.
+        let trained_length = files.run.as_ref().and_then(|r| r.train.as_ref()).map(|t| t.max_length);
+        let max_length = max_length.or(trained_length).unwrap_or(128);
         let checkpoint = load_checkpoint(&base, max_length)?;
         Ok(Self { files, checkpoint })
     }

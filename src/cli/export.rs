@@ -31,7 +31,7 @@ pub fn run(args: ExportArgs) -> Result<()> {
     if !args.merged {
         bail!("coto export writes merged checkpoints only; add --merged");
     }
-    let loaded = LoadedAdapter::read(&args.adapter, args.model.as_deref(), 2)?;
+    let loaded = LoadedAdapter::read(&args.adapter, args.model.as_deref(), Some(2))?;
     let merged = export_merged(&loaded.files, &loaded.checkpoint.config, &loaded.checkpoint.weights)?;
     std::fs::create_dir_all(&args.out).with_context(|| format!("cannot create {}", args.out.display()))?;
     write_atomic(&args.out.join("config.json"), merged.config_json.as_bytes())?;

@@ -23,11 +23,12 @@ pub struct FetchArgs {
 
 pub fn run(args: FetchArgs) -> Result<()> {
     let default = !args.model && !args.data && !args.tasks;
-    for (wanted, asset) in [(args.model || default, &MINILM), (args.data || default, &SMS_SPAM)] {
-        if wanted {
-            let dir = assets::ensure(asset)?;
-            println!("{}\t{}", asset.name, dir.display());
-        }
+    if args.model || default {
+        println!("{}\t{}", MINILM.name, assets::ensure(&MINILM)?.display());
+    }
+    if args.data || default {
+        let file = assets::ensure(&SMS_SPAM)?.join(SMS_SPAM.files[0].name);
+        println!("{}\t{}", SMS_SPAM.name, file.display());
     }
     if args.tasks {
         for task in Task::ALL {

@@ -60,6 +60,7 @@ enum Command {
 /// Parses the arguments, runs the subcommand and maps errors to a message and exit code 1.
 pub fn main() -> ExitCode {
     common::tune_allocator();
+    common::ensure_runtime_dir();
     let cli = Cli::parse();
     common::init_logging();
     let result = match cli.command {

@@ -37,9 +37,10 @@ pub struct PruneArgs {
     /// all-MiniLM-L6-v2.
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
-    /// Truncate each text to this many tokens.
-    #[arg(long, value_name = "N", default_value_t = 128)]
-    max_length: usize,
+    /// Truncate each text to this many tokens. Default: the length the adapter was trained
+    /// with (from coto_run.json), else 128.
+    #[arg(long, value_name = "N")]
+    max_length: Option<usize>,
     /// Compute device.
     #[arg(long, value_enum, default_value_t = DeviceArg::Auto)]
     device: DeviceArg,

@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, ValueEnum};
 use coto::adapter::{AdapterFiles, CONFIG_FILE, RUN_FILE, RunInfo, WEIGHTS_FILE, save_adapter};
 use coto::coto::{Grouping, Method, ScheduleShape};
-use coto::data::{DataOptions, prepare_dataset, read_file};
+use coto::data::{DataOptions, RawRecord, prepare_dataset, read_file, records_to_tsv};
 use coto::lora::LoraVariant;
 use coto::model::Pooling;
 use coto::train::{
@@ -442,9 +442,29 @@ pub fn run(args: TrainArgs) -> Result<()> {
         write_checkpoint(&trainer, &sources, &output, args.keep)?;
     }
     save_adapter(&adapter_files(&trainer, &sources), &output)?;
+    write_validation_split(&trainer, &output)?;
 
     let steps = trainer.step_count() - first_step;
     print_summary(&trainer, &eval, elapsed, steps, tokens, &device.to_string(), &output);
+    Ok(())
+}
+
+/// Writes the held-out examples as `validation.tsv` (`label<TAB>text`), so that `coto eval` can
+/// score the adapter on exactly the data training did not see.
+fn write_validation_split(trainer: &Trainer, output: &Path) -> Result<()> {
+    let labels = trainer.labels();
+    let records: Vec<RawRecord> = trainer
+        .dataset()
+        .validation
+        .iter()
+        .enumerate()
+        .map(|(line, example)| RawRecord {
+            text: example.text.clone(),
+            label: labels.name(example.label).to_string(),
+            line: line + 1,
+        })
+        .collect();
+    coto::adapter::write_atomic(&output.join("validation.tsv"), records_to_tsv(&records).as_bytes())?;
     Ok(())
 }
 

@@ -99,13 +99,14 @@ pub fn twitter_sentiment_records(bytes: &[u8], source: &str) -> Result<(Vec<RawR
     Ok((records, cleaning))
 }
 
-/// Writes records as `label<TAB>text` lines, the layout coto reads without flags.
+/// Writes records as `label<TAB>text` lines, the layout coto reads without flags. Tabs and line
+/// breaks inside a text become spaces, so that each record stays one line.
 pub fn records_to_tsv(records: &[RawRecord]) -> String {
     let mut out = String::new();
     for record in records {
         out.push_str(&record.label);
         out.push('\t');
-        out.push_str(&record.text);
+        out.extend(record.text.chars().map(|c| if matches!(c, '\t' | '\n' | '\r') { ' ' } else { c }));
         out.push('\n');
     }
     out
