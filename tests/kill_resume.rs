@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::tiny::{synthetic_lines, temp_dir, write_tiny_bert};
@@ -15,7 +15,7 @@ fn train_command(model: &Path, data: &Path, output: &Path) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_coto"));
     command
         .args(["train", "--device", "cpu", "--max-length", "32", "--batch-size", "16", "--epochs", "50"])
-        .args(["--max-steps", "300", "--save-every", "5", "--eval-every", "0", "--lr", "2e-3"])
+        .args(["--max-steps", "400", "--save-every", "5", "--eval-every", "0", "--lr", "2e-3"])
         .arg("--model")
         .arg(model)
         .arg("--data")
@@ -41,6 +41,27 @@ fn resume_command(output: &Path) -> Command {
 
 fn has_checkpoint(output: &Path) -> bool {
     coto::train::latest_checkpoint(output).is_ok()
+}
+
+/// The step of the newest complete checkpoint, if any.
+fn latest_step(output: &Path) -> Option<u64> {
+    let latest = coto::train::latest_checkpoint(output).ok()?;
+    latest.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()
+}
+
+/// Waits until the run has checkpointed step `target` or later. Returns false when the process
+/// ended first. Progress, not wall time, decides when to strike, so a fast machine does not
+/// let the run finish before the signal.
+fn wait_for_step(child: &mut Child, output: &Path, target: u64) -> bool {
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if latest_step(output).is_some_and(|step| step >= target) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 fn finish(mut command: Command) -> Output {
@@ -69,10 +90,18 @@ fn sigkill_at_random_points_then_resume_matches_uninterrupted() {
     let run = dir.join("killed");
     let mut rng = coto::rng::seeded(17, 0);
     let mut kills = 0;
-    for _ in 0..4 {
+    // One kill in each stretch of the run, at a random step and a random moment after it
+    // (during the next steps' compute or in the middle of writing a checkpoint).
+    for stretch in [20..80, 110..170, 200..260, 290..350] {
         let command = if has_checkpoint(&run) { resume_command(&run) } else { train_command(&model, &data, &run) };
         let mut child = { command }.spawn().unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(300..2500)));
+        let target = rng.random_range(stretch);
+        let reached = wait_for_step(&mut child, &run, target);
+        if !reached {
+            let output = child.wait_with_output().unwrap();
+            panic!("the run ended before step {target} (a resumed run must go on checkpointing): {}", String::from_utf8_lossy(&output.stderr));
+        }
+        std::thread::sleep(Duration::from_micros(rng.random_range(0..40_000)));
         if child.try_wait().unwrap().is_none() {
             child.kill().unwrap();
             kills += 1;
@@ -97,8 +126,8 @@ fn sigkill_at_random_points_then_resume_matches_uninterrupted() {
 fn sigint_writes_checkpoint_and_names_resume_command() {
     let (dir, model, data) = setup("sigint-resume");
     let run = dir.join("interrupted");
-    let child = train_command(&model, &data, &run).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let mut child = train_command(&model, &data, &run).spawn().unwrap();
+    assert!(wait_for_step(&mut child, &run, 10), "the run ended before its tenth step");
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let output = child.wait_with_output().unwrap();

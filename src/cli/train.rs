@@ -58,7 +58,8 @@ pub struct TrainArgs {
     #[arg(long, value_name = "K", default_value_t = 2)]
     keep: usize,
     /// Continue the run saved in this output directory (its newest checkpoint) or checkpoint
-    /// directory, with the settings, model and data stored there; other settings are ignored.
+    /// directory, with the settings, model, data and checkpoint interval stored there; other
+    /// settings are ignored, except a non-zero `--save-every` (with `--keep`).
     #[arg(long, value_name = "DIR")]
     resume: Option<PathBuf>,
 
@@ -306,6 +307,15 @@ struct RunSources {
     validation_data: Option<PathBuf>,
     data_options: DataOptions,
     history: Vec<EvalReport>,
+    /// `--save-every` and `--keep`, so that a resumed run goes on writing checkpoints.
+    #[serde(default)]
+    save_every: usize,
+    #[serde(default = "default_keep")]
+    keep: usize,
+}
+
+fn default_keep() -> usize {
+    2
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -313,8 +323,13 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(dir) => {
             let checkpoint = latest_checkpoint(dir)?;
             let (snapshot, run) = load_checkpoint(&checkpoint)?;
-            let sources: RunSources = serde_json::from_value(run)
+            let mut sources: RunSources = serde_json::from_value(run)
                 .with_context(|| format!("{} has no run information", checkpoint.display()))?;
+            // An explicit `--save-every` on the resume command replaces the stored one.
+            if args.save_every > 0 {
+                sources.save_every = args.save_every;
+                sources.keep = args.keep;
+            }
             tracing::info!(checkpoint = %checkpoint.display(), step = snapshot.state.step, "resuming");
             let output = checkpoint
                 .parent()
@@ -330,6 +345,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
                 validation_data: args.validation_data.clone(),
                 data_options: args.data_args.options(),
                 history: Vec::new(),
+                save_every: args.save_every,
+                keep: args.keep,
             };
             (args.train_config()?, sources, None, args.output.clone())
         }
@@ -388,7 +405,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         if interrupted.load(Ordering::SeqCst) {
             progress.finish_and_clear();
             log.flush()?;
-            let dir = write_checkpoint(&trainer, &sources, &output, args.keep)?;
+            let dir = write_checkpoint(&trainer, &sources, &output, sources.keep)?;
             bail!(
                 "interrupted after step {}; the run is saved in {}. Continue it with: coto train --resume {}",
                 trainer.step_count(),
@@ -424,8 +441,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
         } else if progress.is_hidden() && report.step % 25 == 0 {
             tracing::info!(step = report.step, loss = report.loss, p = report.p, on = %group_strip(&report.active_groups), "progress");
         }
-        if args.save_every > 0 && report.step % args.save_every == 0 {
-            let dir = write_checkpoint(&trainer, &sources, &output, args.keep)?;
+        if sources.save_every > 0 && report.step % sources.save_every == 0 {
+            let dir = write_checkpoint(&trainer, &sources, &output, sources.keep)?;
             tracing::debug!(dir = %dir.display(), "checkpoint written");
         }
     }
@@ -438,8 +455,8 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let eval = trainer.evaluate()?;
     log.eval(&eval)?;
     sources.history.push(eval.clone());
-    if args.save_every > 0 {
-        write_checkpoint(&trainer, &sources, &output, args.keep)?;
+    if sources.save_every > 0 {
+        write_checkpoint(&trainer, &sources, &output, sources.keep)?;
     }
     save_adapter(&adapter_files(&trainer, &sources), &output)?;
     write_validation_split(&trainer, &output)?;
