@@ -228,6 +228,17 @@ fn train_run(
     if let Ok(text) = std::fs::read_to_string(&record_path) {
         return Ok(serde_json::from_str(&text)?);
     }
+    // An adapter without its record (the record was deleted to re-score the runs) is scored
+    // again without training.
+    if let Ok(files) = load_adapter(&dir) {
+        let evaluator = Evaluator::new(checkpoint, &task.eval, device.clone(), AnalysisMetric::Accuracy);
+        let metrics = evaluator.metrics(&evaluator.model(&files)?, &Gates::inference())?;
+        let seconds: f64 = std::fs::read_to_string(dir.join("training_seconds"))
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .unwrap_or(0.0);
+        return write_record(&record_path, task, method, seed, seconds, metrics);
+    }
     tracing::info!(task = task.task.name(), method, seed, "training");
     let config = train_config(method, seed, plan);
     let started = Instant::now();
@@ -248,6 +259,13 @@ fn train_run(
         origin: Some(format!("coto experiment, task {}", task.task.name())),
     };
     save_adapter(&AdapterFiles::from_model(trainer.model(), &config.lora, run), &dir)?;
+    write_atomic(&dir.join("training_seconds"), format!("{seconds}").as_bytes())?;
+    tracing::info!(task = task.task.name(), method, seed, accuracy = metrics.accuracy, seconds, "trained");
+    write_record(&record_path, task, method, seed, seconds, metrics)
+}
+
+/// Writes one run's record (`experiment_run.json`) and returns it.
+fn write_record(path: &Path, task: &TaskData, method: &str, seed: u64, seconds: f64, metrics: Metrics) -> Result<RunRecord> {
     let record = RunRecord {
         task: task.task.name().into(),
         method: method.into(),
@@ -255,8 +273,7 @@ fn train_run(
         seconds,
         metrics,
     };
-    write_atomic(&record_path, serde_json::to_string_pretty(&record)?.as_bytes())?;
-    tracing::info!(task = task.task.name(), method, seed, accuracy = metrics.accuracy, seconds, "trained");
+    write_atomic(path, serde_json::to_string_pretty(&record)?.as_bytes())?;
     Ok(record)
 }
 

@@ -102,6 +102,9 @@ pub fn prepare_dataset(
         train.extend(class);
     }
     train.shuffle(&mut rng);
+    // Shuffled too, so that any prefix of the validation set is a sample of every class
+    // (the loop above appends the classes one after another).
+    validation.shuffle(&mut rng);
     Ok(Dataset {
         train,
         validation,
