@@ -79,7 +79,7 @@ pub fn select_device(choice: DeviceChoice) -> Result<ComputeDevice> {
         return Ok(selected);
     }
     let adapters = list_adapters();
-    let best = adapters.iter().max_by_key(|a| preference(&a.kind)).cloned();
+    let best = adapters.iter().max_by_key(|a| (preference(&a.kind), api_preference(&a.api))).cloned();
     let selected = match (choice, best) {
         (DeviceChoice::Cpu, _) => unreachable!("handled above"),
         (DeviceChoice::Auto, Some(adapter)) if !adapter.is_software => wgpu_device(&adapter),
@@ -120,6 +120,19 @@ fn preference(kind: &str) -> u8 {
         "IntegratedGpu" => 3,
         "VirtualGpu" => 2,
         "Other" => 1,
+        _ => 0,
+    }
+}
+
+/// Among adapters of one type, the graphics API burn's wgpu device picks first (Vulkan, then
+/// Metal, DX12, OpenGL), so that the adapter reported is the one that runs.
+#[cfg(not(target_arch = "wasm32"))]
+fn api_preference(api: &str) -> u8 {
+    match api {
+        "Vulkan" => 4,
+        "Metal" => 3,
+        "Dx12" => 2,
+        "Gl" => 1,
         _ => 0,
     }
 }
