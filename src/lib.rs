@@ -13,6 +13,7 @@ pub mod coto;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod kernels;
 pub mod linalg;
 pub mod lora;
 pub mod model;

@@ -18,6 +18,8 @@ fn output_and_gradients_match_peft() {
 
     for (name, device) in devices() {
         let device = device.autodiff();
+        // On wgpu the layer runs the fused WGSL kernels (`shaders/`), so they meet PEFT too.
+        assert_eq!(coto::kernels::kernels_apply(&device), name == "wgpu", "kernel choice on {name}");
         let base = linear_from_torch(&get("base_weight"), Some(&get("base_bias")), &device);
         let adapter = LoraAdapter::from_tensors(
             get("lora_A").to_tensor(&device),

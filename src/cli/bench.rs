@@ -13,6 +13,11 @@ use coto::train::{TrainConfig, Trainer};
 use rand::Rng;
 use serde::Serialize;
 
+use std::path::Path;
+
+use coto::device::ComputeDevice;
+
+use super::bench_kernels::{LayerShape, bench_layers, compare_training};
 use super::common::{DeviceArg, load_checkpoint, model_dir};
 use super::train::VariantArg;
 
@@ -49,6 +54,11 @@ pub struct BenchArgs {
     /// Comma-separated target modules.
     #[arg(long, value_name = "LIST", value_delimiter = ',', default_values_t = vec!["query".to_string(), "value".to_string()])]
     target_modules: Vec<String>,
+    /// Compare the fused WGSL LoRA kernels with composed burn operations (wgpu devices only):
+    /// the LoRA layer alone at `batch-size × seq-len` tokens, 384 → 384 and 384 → 1536, then a
+    /// full training step of plain LoRA.
+    #[arg(long)]
+    kernels: bool,
     /// Print one JSON object per row instead of a table.
     #[arg(long)]
     json: bool,
@@ -72,70 +82,100 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for device_arg in &args.device {
         let device = device_arg.select()?;
+        if args.kernels {
+            run_kernels(&args, &dir, &device)?;
+            continue;
+        }
         let mut cases = Vec::new();
         for &variant in &args.variant {
             cases.push((variant, Method::Lora, 1.0));
             cases.extend(args.p.iter().map(|&p| (variant, Method::Coto, p)));
         }
         for (variant, method, p) in cases {
-            let checkpoint = load_checkpoint(&dir, args.seq_len)?;
-            let batch = synthetic_batch(&args, checkpoint.config.vocab_size);
-            let labels: Vec<usize> = (0..args.batch_size).map(|i| i % 2).collect();
-            let config = TrainConfig {
-                method,
-                coto: CotoConfig {
-                    initial_p: p,
-                    final_p: p,
-                    ..CotoConfig::default()
-                },
-                lora: {
-                    let mut lora = coto::lora::LoraConfig {
-                        r: args.rank,
-                        target_modules: args.target_modules.clone(),
-                        ..Default::default()
-                    };
-                    variant.variant().apply(&mut lora);
-                    lora
-                },
-                max_steps: Some(args.warmup + args.steps),
-                max_length: args.seq_len,
-                batch_size: args.batch_size,
-                ..TrainConfig::default()
-            };
-            let mut trainer = Trainer::new(checkpoint, placeholder_dataset(), config, &device.device)?;
-            let batches = vec![(batch.clone(), labels)];
-            for _ in 0..args.warmup {
-                trainer.step_on(&batches)?;
-            }
-            let started = Instant::now();
-            let mut active = 0usize;
-            for _ in 0..args.steps {
-                let report = trainer.step_on(&batches)?;
-                active += report.active_groups.iter().filter(|&&on| on).count();
-            }
-            device.device.sync().map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
-            let seconds = started.elapsed().as_secs_f64();
-            let groups = trainer.gates().groups().len().max(1);
-            let adapters_per_group = trainer.slots().len() as f64 / groups as f64;
-            let row = BenchRow {
-                variant: format!("{:?}", variant.variant()).to_lowercase(),
-                method: format!("{method:?}").to_lowercase(),
-                p,
-                device: device.to_string(),
-                steps_per_s: args.steps as f64 / seconds,
-                tokens_per_s: (args.steps * batch.token_count()) as f64 / seconds,
-                peak_memory_mb: peak_rss_mb(),
-                mean_active_adapters: active as f64 * adapters_per_group / args.steps as f64,
-            };
+            let row = time_training(&args, &dir, &device, variant, method, p)?;
             if args.json {
                 println!("{}", serde_json::to_string(&row)?);
             }
             rows.push(row);
         }
     }
-    if !args.json {
+    if !args.json && !rows.is_empty() {
         print_table(&rows, &args);
     }
+    Ok(())
+}
+
+/// Trains `steps` timed steps (after `warmup`) on one synthetic full-length batch.
+fn time_training(args: &BenchArgs, dir: &Path, device: &ComputeDevice, variant: VariantArg, method: Method, p: f64) -> Result<BenchRow> {
+        let checkpoint = load_checkpoint(&dir, args.seq_len)?;
+        let batch = synthetic_batch(&args, checkpoint.config.vocab_size);
+        let labels: Vec<usize> = (0..args.batch_size).map(|i| i % 2).collect();
+        let config = TrainConfig {
+            method,
+            coto: CotoConfig {
+                initial_p: p,
+                final_p: p,
+                ..CotoConfig::default()
+            },
+            lora: {
+                let mut lora = coto::lora::LoraConfig {
+                    r: args.rank,
+                    target_modules: args.target_modules.clone(),
+                    ..Default::default()
+                };
+                variant.variant().apply(&mut lora);
+                lora
+            },
+            max_steps: Some(args.warmup + args.steps),
+            max_length: args.seq_len,
+            batch_size: args.batch_size,
+            ..TrainConfig::default()
+        };
+        let mut trainer = Trainer::new(checkpoint, placeholder_dataset(args.batch_size), config, &device.device)?;
+        let batches = vec![(batch.clone(), labels)];
+        for _ in 0..args.warmup {
+            trainer.step_on(&batches)?;
+        }
+        let started = Instant::now();
+        let mut active = 0usize;
+        for _ in 0..args.steps {
+            let report = trainer.step_on(&batches)?;
+            active += report.active_groups.iter().filter(|&&on| on).count();
+        }
+        device.device.sync().map_err(|e| anyhow::anyhow!("device sync failed: {e:?}"))?;
+        let seconds = started.elapsed().as_secs_f64();
+        let groups = trainer.gates().groups().len().max(1);
+        let adapters_per_group = trainer.slots().len() as f64 / groups as f64;
+        let row = BenchRow {
+            variant: format!("{:?}", variant.variant()).to_lowercase(),
+            method: format!("{method:?}").to_lowercase(),
+            p,
+            device: device.to_string(),
+            steps_per_s: args.steps as f64 / seconds,
+            tokens_per_s: (args.steps * batch.token_count()) as f64 / seconds,
+            peak_memory_mb: peak_rss_mb(),
+            mean_active_adapters: active as f64 * adapters_per_group / args.steps as f64,
+        };
+    Ok(row)
+}
+
+/// `--kernels`: the layer alone at MiniLM's shapes, then full training steps, fused and composed.
+fn run_kernels(args: &BenchArgs, dir: &Path, device: &ComputeDevice) -> Result<()> {
+    let tokens = args.batch_size * args.seq_len;
+    let shapes = [384, 1536].map(|outputs| LayerShape { tokens, inputs: 384, outputs });
+    bench_layers(device, &shapes, args.rank, args.warmup, args.steps)?;
+    let (composed, fused) = compare_training(device, || time_training(args, dir, device, VariantArg::Lora, Method::Lora, 1.0))?;
+    println!();
+    println!(
+        "full training step, plain LoRA, batch {} × {} tokens, r {}, targets {}: composed {:.3} steps/s, fused {:.3} steps/s ({:.2}x)",
+        args.batch_size,
+        args.seq_len,
+        args.rank,
+        args.target_modules.join(","),
+        composed.steps_per_s,
+        fused.steps_per_s,
+        fused.steps_per_s / composed.steps_per_s
+    );
     Ok(())
 }
 
@@ -155,14 +195,15 @@ fn synthetic_batch(args: &BenchArgs, vocab_size: usize) -> EncodedBatch {
     }
 }
 
-/// A two-example dataset: the trainer needs one to exist, the benchmark feeds its own batches.
-fn placeholder_dataset() -> Dataset {
+/// A dataset of one batch: the trainer checks that one exists, the benchmark feeds its own
+/// batches.
+fn placeholder_dataset(batch_size: usize) -> Dataset {
     let example = |label| Example {
         text: "benchmark".into(),
         label,
     };
     Dataset {
-        train: vec![example(0), example(1)],
+        train: (0..batch_size).map(|i| example(i % 2)).collect(),
         validation: vec![example(0)],
         labels: LabelMap::from_ordered(vec!["a".into(), "b".into()]),
     }

@@ -2,6 +2,7 @@
 
 mod analyze;
 mod bench;
+mod bench_kernels;
 mod common;
 mod embed;
 mod eval;

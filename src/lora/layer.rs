@@ -105,6 +105,9 @@ impl LoraAdapter {
         if self.hadamard {
             return super::hira::forward(self, base, x);
         }
+        if crate::kernels::kernels_apply(&x.device()) {
+            return crate::kernels::fused_lora_linear(base, self, x);
+        }
         base.forward(x.clone()) + self.forward_delta(x)
     }
 

@@ -1,0 +1,78 @@
+//! Hand-written WGSL kernels for the LoRA layer (`shaders/*.wgsl`), used automatically for
+//! active plain-LoRA adapters on wgpu devices (native and WebGPU). The CPU backend keeps the
+//! composed burn operations. [`set_fused_kernels`] or `COTO_FUSED_KERNELS=0` switches the
+//! kernels off for comparison.
+//!
+//! NOTE: the kernels are tested for correctness on llvmpipe and in Chromium's WebGPU; their
+//! speed has been measured only on llvmpipe, where they match the composed operations.
+
+mod ops;
+mod wgsl;
+
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use burn::nn::Linear;
+use burn::tensor::{Device, Tensor};
+
+pub use ops::{LoraKernelParts, LoraKernels};
+
+use crate::lora::LoraAdapter;
+use crate::model::apply_dropout;
+
+/// 0: not decided yet (read `COTO_FUSED_KERNELS` on first use), 1: off, 2: on.
+static FUSED: AtomicU8 = AtomicU8::new(0);
+
+/// Turns the fused kernels on or off for every later forward pass.
+pub fn set_fused_kernels(enabled: bool) {
+    FUSED.store(if enabled { 2 } else { 1 }, Ordering::SeqCst);
+}
+
+/// Whether the fused kernels are on: the last [`set_fused_kernels`], else on unless the
+/// environment sets `COTO_FUSED_KERNELS=0`.
+pub fn fused_kernels_enabled() -> bool {
+    match FUSED.load(Ordering::SeqCst) {
+        1 => false,
+        2 => true,
+        _ => {
+            let enabled = std::env::var("COTO_FUSED_KERNELS").map_or(true, |v| v != "0");
+            set_fused_kernels(enabled);
+            enabled
+        }
+    }
+}
+
+/// Whether the fused kernels apply on `device`: they are on, and the device is a wgpu device.
+pub fn kernels_apply(device: &Device) -> bool {
+    fused_kernels_enabled() && device.clone().without_autodiff() != Device::flex()
+}
+
+/// The plain-LoRA layer `y = x·W + b + scaling · (dropout(x)·Aᵀ)·Bᵀ` through the fused
+/// kernels, shapes `[..., in]` to `[..., out]`.
+pub fn fused_lora_linear<const D: usize>(base: &Linear, adapter: &LoraAdapter, x: Tensor<D>) -> Tensor<D> {
+    let dims = x.dims();
+    let inputs = dims[D - 1];
+    let rows: usize = dims[..D - 1].iter().product();
+    let weight = base.weight.val();
+    let outputs = weight.dims()[1];
+    let bias = match &base.bias {
+        Some(bias) => bias.val(),
+        None => Tensor::zeros([outputs], &weight.device()),
+    };
+
+    let x = x.reshape([rows, inputs]);
+    // Without dropout `apply_dropout` returns `x` itself, which the backward pass detects and
+    // then computes the whole input gradient in one kernel.
+    let xd = apply_dropout(&adapter.dropout, x.clone());
+    let output = <burn::backend::Dispatch as LoraKernels>::lora_linear(
+        x.into_dispatch(),
+        xd.into_dispatch(),
+        weight.into_dispatch(),
+        bias.into_dispatch(),
+        adapter.lora_a.val().into_dispatch(),
+        adapter.lora_b.val().into_dispatch(),
+        adapter.scaling as f32,
+    );
+    let mut out_dims = dims;
+    out_dims[D - 1] = outputs;
+    Tensor::<2>::from_dispatch(output).reshape(out_dims)
+}
