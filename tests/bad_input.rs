@@ -243,3 +243,17 @@ fn diverging_run_stops_or_skips() {
     assert!(output.status.success(), "the run with --on-nonfinite skip failed: {message}");
     assert!(message.contains("steps skipped"), "the skipped steps were not reported: {message}");
 }
+
+#[test]
+fn model_larger_than_buffer_limit_is_rejected() {
+    let dir = temp_dir("buffer-limit");
+    let model = write_tiny_bert(&dir.join("model"), 2);
+    let weights = coto::model::WeightMap::from_file(&model.join("model.safetensors")).unwrap();
+    let (name, bytes) = weights.largest().expect("the model has tensors");
+    assert!(weights.check_buffer_limit(bytes, "a test adapter").is_ok(), "a tensor that exactly fits was rejected");
+
+    let error = weights.check_buffer_limit(bytes - 4, "a test adapter").unwrap_err().to_string();
+    assert!(error.contains(name), "{error}");
+    assert!(error.contains("a test adapter"), "{error}");
+    assert!(error.contains("train on the CPU"), "{error}");
+}

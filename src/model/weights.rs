@@ -161,6 +161,28 @@ impl WeightMap {
         &self.source
     }
 
+    /// Returns the largest tensor's name and size in bytes (f32), if there is any tensor.
+    pub fn largest(&self) -> Option<(&str, u64)> {
+        self.tensors
+            .iter()
+            .map(|(name, tensor)| (name.as_str(), 4 * tensor.data.len() as u64))
+            .max_by(|a, b| a.1.cmp(&b.1).then_with(|| b.0.cmp(a.0)))
+    }
+
+    /// Checks that every tensor fits in one GPU buffer of `limit` bytes (a WebGPU adapter's
+    /// `maxStorageBufferBindingSize`, or `maxBufferSize` if smaller), before any is uploaded.
+    pub fn check_buffer_limit(&self, limit: u64, adapter: &str) -> Result<()> {
+        match self.largest() {
+            Some((name, bytes)) if bytes > limit => Err(CotoError::Device(format!(
+                "the model's tensor {name} needs {:.1} MiB, more than the {:.1} MiB that one buffer of \
+                 {adapter} may hold; train on the CPU or pick a smaller model",
+                bytes as f64 / 1048576.0,
+                limit as f64 / 1048576.0
+            ))),
+            _ => Ok(()),
+        }
+    }
+
     /// Looks up `name` whatever its shape.
     pub fn get_any(&self, name: &str) -> Option<&HostTensor> {
         self.tensors.get(name)

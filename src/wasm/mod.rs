@@ -62,7 +62,10 @@ impl Trainer {
         config.validate().map_err(js_error)?;
         let checkpoint = read_checkpoint(&model, config.max_length).await?;
         let dataset = read_dataset(&data, &config).await?;
-        let (device, description) = init_device(&device).await?;
+        let (device, description, buffer_limit) = init_device(&device).await?;
+        if let Some(limit) = buffer_limit {
+            checkpoint.weights.check_buffer_limit(limit, &description).map_err(js_error)?;
+        }
         let trainer = CoreTrainer::new(checkpoint, dataset, config, &device).map_err(js_error)?;
         let base_model = Reflect::get(&model, &"name".into())
             .ok()
@@ -267,13 +270,14 @@ async fn read_dataset(data: &JsValue, config: &TrainConfig) -> Result<crate::dat
 }
 
 /// Initialises the requested device; "auto" falls back to the CPU when WebGPU is missing or
-/// fails, and says so in the console.
-async fn init_device(choice: &str) -> Result<(Device, String), JsError> {
+/// fails, and says so in the console. Returns the device, its description and, on WebGPU, the
+/// largest buffer the adapter allows.
+async fn init_device(choice: &str) -> Result<(Device, String, Option<u64>), JsError> {
     let has_webgpu = Reflect::get(&js_sys::global(), &"navigator".into())
         .and_then(|navigator| Reflect::get(&navigator, &"gpu".into()))
         .map(|gpu| !gpu.is_undefined() && !gpu.is_null())
         .unwrap_or(false);
-    let cpu = || (Device::flex(), "CPU (burn flex in WebAssembly)".to_string());
+    let cpu = || (Device::flex(), "CPU (burn flex in WebAssembly)".to_string(), None);
     match choice {
         "cpu" => Ok(cpu()),
         "webgpu" | "auto" => {
@@ -289,12 +293,13 @@ async fn init_device(choice: &str) -> Result<(Device, String), JsError> {
             }
             match Device::wgpu_options().graphics_api(WgpuBackend::WebGpu).init_async().await {
                 Ok(device) => {
-                    let name = match adapter_description().await {
+                    let facts = adapter_facts().await;
+                    let name = match facts.description {
                         Some(name) => name,
                         None => device.identity().map(|id| id.name).unwrap_or_default(),
                     };
                     let name = if name.trim().is_empty() { "adapter without a name".into() } else { name };
-                    Ok((device, format!("WebGPU ({name})")))
+                    Ok((device, format!("WebGPU ({name})"), facts.buffer_limit))
                 }
                 Err(error) if choice == "auto" => {
                     web_console_warn(&format!("WebGPU failed to start ({error:?}); training on the CPU instead"));
@@ -313,18 +318,45 @@ extern "C" {
     fn web_console_warn(message: &str);
 }
 
-/// The browser's description of its default WebGPU adapter (`GPUAdapter.info`): vendor,
-/// architecture and description where it gives them.
-async fn adapter_description() -> Option<String> {
+/// Reads the browser's default WebGPU adapter: its description (`GPUAdapter.info`) and its
+/// buffer limits (`GPUAdapter.limits`).
+async fn adapter_facts() -> AdapterFacts {
+    let Some(adapter) = request_adapter().await else {
+        return AdapterFacts::default();
+    };
+    let info = Reflect::get(&adapter, &"info".into()).unwrap_or(JsValue::UNDEFINED);
+    let field = |name: &str| Reflect::get(&info, &name.into()).ok().and_then(|v| v.as_string()).filter(|s| !s.is_empty());
+    let parts: Vec<String> = ["vendor", "architecture", "description"].iter().filter_map(|name| field(name)).collect();
+    let limits = Reflect::get(&adapter, &"limits".into()).unwrap_or(JsValue::UNDEFINED);
+    let limit = |name: &str| Reflect::get(&limits, &name.into()).ok().and_then(|v| v.as_f64()).map(|v| v as u64);
+    let buffer_limit = match (limit("maxStorageBufferBindingSize"), limit("maxBufferSize")) {
+        (Some(binding), Some(buffer)) => Some(binding.min(buffer)),
+        (one, other) => one.or(other),
+    };
+    AdapterFacts {
+        description: (!parts.is_empty()).then(|| parts.join(" ")),
+        buffer_limit,
+    }
+}
+
+/// What the page reports and checks about the browser's WebGPU adapter. burn requests a device
+/// with the adapter's own limits, so these are the device's limits too.
+#[derive(Default)]
+struct AdapterFacts {
+    /// Vendor, architecture and description, where the browser tells them.
+    description: Option<String>,
+    /// The largest buffer one tensor may occupy, in bytes.
+    buffer_limit: Option<u64>,
+}
+
+/// Requests the default WebGPU adapter; `None` where there is none.
+async fn request_adapter() -> Option<JsValue> {
     let navigator = Reflect::get(&js_sys::global(), &"navigator".into()).ok()?;
     let gpu = Reflect::get(&navigator, &"gpu".into()).ok()?;
     let request: js_sys::Function = Reflect::get(&gpu, &"requestAdapter".into()).ok()?.dyn_into().ok()?;
     let promise: Promise = request.call0(&gpu).ok()?.dyn_into().ok()?;
     let adapter = wasm_bindgen_futures::JsFuture::from(promise).await.ok()?;
-    let info = Reflect::get(&adapter, &"info".into()).ok()?;
-    let field = |name: &str| Reflect::get(&info, &name.into()).ok().and_then(|v| v.as_string()).filter(|s| !s.is_empty());
-    let parts: Vec<String> = ["vendor", "architecture", "description"].iter().filter_map(|name| field(name)).collect();
-    (!parts.is_empty()).then(|| parts.join(" "))
+    (!adapter.is_null() && !adapter.is_undefined()).then_some(adapter)
 }
 
 /// Waits for a macrotask, so that the page repaints and handles input between steps.
