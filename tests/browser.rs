@@ -155,6 +155,10 @@ fn page_trains_tiny_model_on_webgpu() {
 
 /// The real MiniLM in the browser: slow on SwiftShader, so run it by hand with
 /// `cargo test --release --test browser -- --ignored`.
+///
+/// TODO: on SwiftShader this run stops at step 2 with a NaN gradient norm (loss 0.67), with the
+/// WGSL kernels on or off, while the same settings train natively on wgpu (llvmpipe) and the
+/// tiny model trains in the browser; the cause is not found yet.
 #[test]
 #[ignore]
 fn page_trains_minilm_on_webgpu() {

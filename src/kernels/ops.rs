@@ -9,11 +9,9 @@ use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
-use burn::backend::wgpu::CubeTensor;
-use burn::backend::{Autodiff, Backend, Cube, backend_extension};
-use burn::backend::TensorMetadata;
 use burn::backend::ops::FloatTensorOps;
-
+use burn::backend::wgpu::CubeTensor;
+use burn::backend::{Autodiff, Backend, Cube, TensorMetadata, backend_extension};
 use burn::tensor::Shape;
 
 use super::wgsl::{MAX_GROUPS, Shader, launch};
