@@ -87,14 +87,14 @@ fn kernels_match_composed_operations() {
     check(1, 1, 24, 40, 8, &device);
     check(1, 5, 70, 96, 64, &device);
     check(2, 9, 384, 1536, 8, &device);
-    // More token rows than one dispatch dimension holds (65 535): the epilogues stride over
+    // More token rows than one dispatch dimension allows (65 535): the epilogues stride over
     // rows and the factor gradients use more, longer chunks.
     check(1, 66_000, 8, 6, 2, &device);
     check_dropout(&device);
     check_dropped(&device);
 }
 
-/// A dropped adapter (gate off): the output is the base linear's, and A and B get no gradient
+/// Checks a dropped adapter (gate off): the output is the base linear's, and A and B get no gradient
 /// at all, not a zero one.
 fn check_dropped(device: &Device) {
     let weight = random([37, 19], device).detach();

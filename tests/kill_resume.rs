@@ -43,7 +43,7 @@ fn has_checkpoint(output: &Path) -> bool {
     coto::train::latest_checkpoint(output).is_ok()
 }
 
-/// The step of the newest complete checkpoint, if any.
+/// Returns the step of the newest complete checkpoint, if any.
 fn latest_step(output: &Path) -> Option<u64> {
     let latest = coto::train::latest_checkpoint(output).ok()?;
     latest.file_name()?.to_str()?.strip_prefix("step-")?.parse().ok()

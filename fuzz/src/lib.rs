@@ -11,7 +11,7 @@ use coto::data::{DataFormat, DataOptions, InvalidUtf8, prepare_dataset, read_rec
 use coto::model::{BertConfig, WeightMap};
 use coto::train::TrainConfig;
 
-/// The data readers: the first byte picks the format and the invalid-UTF-8 handling, the rest is
+/// Feeds the data readers: the first byte picks the format and the invalid-UTF-8 handling, the rest is
 /// the file. Records that parse then go through the stratified split.
 pub fn data_readers(data: &[u8]) {
     let Some((&selector, file)) = data.split_first() else { return };
@@ -24,7 +24,7 @@ pub fn data_readers(data: &[u8]) {
     }
 }
 
-/// The settings readers: the first byte picks the `coto train --config` TOML reader or the
+/// Feeds the settings readers: the first byte picks the `coto train --config` TOML reader or the
 /// model's `config.json` reader, the rest is the text.
 pub fn config_readers(data: &[u8]) {
     let Some((&selector, text)) = data.split_first() else { return };
@@ -36,7 +36,7 @@ pub fn config_readers(data: &[u8]) {
     }
 }
 
-/// The adapter loader: the first two bytes give the length of the `adapter_model.safetensors`
+/// Feeds the adapter loader: the first two bytes give the length of the `adapter_model.safetensors`
 /// part, the rest is `adapter_config.json`. Both are parsed together as a PEFT adapter, and the
 /// safetensors part alone as a model's weights.
 pub fn adapter_files(data: &[u8]) {

@@ -77,7 +77,7 @@ pub fn compare_training<T>(device: &ComputeDevice, mut train: impl FnMut() -> Re
 
 fn require_wgpu(device: &ComputeDevice) -> Result<()> {
     if device.device.clone().without_autodiff() == Device::flex() {
-        bail!("--kernels compares the WGSL kernels, which run on wgpu devices only; pass --device gpu");
+        bail!("invalid device {device} for --kernels: the WGSL kernels run on wgpu devices only; pass --device gpu");
     }
     Ok(())
 }
@@ -109,7 +109,7 @@ fn time_layer(device: &Device, shape: LayerShape, rank: usize, path: LayerPath, 
     Ok(LayerTiming { forward_ms, train_ms })
 }
 
-/// Mean milliseconds of `work` over `steps` runs after `warmup` runs, synchronising the device
+/// Returns the mean milliseconds of `work` over `steps` runs after `warmup` runs, synchronising the device
 /// before the clock starts and after it stops.
 fn time(device: &Device, warmup: usize, steps: usize, mut work: impl FnMut()) -> Result<f64> {
     for _ in 0..warmup {

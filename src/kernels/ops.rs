@@ -35,8 +35,8 @@ pub trait LoraKernels: Backend {
 
 /// The kernels behind [`LoraKernels`] on a backend without autodiff.
 pub trait LoraKernelParts: Backend {
-    /// The forward pass: `(y, h)` with `h = xd · Aᵀ` kept for the backward pass; the bias and
-    /// the low-rank term are added in the epilogue of the base product.
+    /// Runs the forward pass and returns `(y, h)`, keeping `h = xd · Aᵀ` for the backward pass.
+    /// The bias and the low-rank term are added in the epilogue of the base product.
     fn lora_forward(
         x: FloatTensor<Self>,
         xd: FloatTensor<Self>,
@@ -57,8 +57,8 @@ pub trait LoraKernelParts: Backend {
         scaling: f32,
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
 
-    /// The input gradient when `x` and `xd` are one tensor: `dx = dY · Wᵀ + g · A`, the
-    /// low-rank term added in the epilogue of the base product.
+    /// Computes the input gradient when `x` and `xd` are one tensor, `dx = dY · Wᵀ + g · A`,
+    /// with the low-rank term added in the epilogue of the base product.
     fn lora_backward_input(
         dy: FloatTensor<Self>,
         weight: FloatTensor<Self>,
@@ -142,7 +142,7 @@ const CHUNK_ROWS: usize = 256;
 /// then burn's reduction over the chunks.
 ///
 /// NOTE: on llvmpipe a single invocation summing more than 65 535 rows returned wrong sums that
-/// changed from run to run; the cause is not known, and the chunks keep every loop short.
+/// changed from run to run. The cause is not known, so the chunks keep every loop short.
 fn factor_gradient(lhs: CubeTensor, rhs: CubeTensor, scale: f32) -> CubeTensor {
     let [rows, m] = dims(&lhs);
     let [_, n] = dims(&rhs);
@@ -173,7 +173,7 @@ impl LoraKernels for Cube {
 #[derive(Debug)]
 struct LoraBackward;
 
-/// What the backward step needs: `xd`, `W`, `A`, `B`, the saved `h`, the scaling, and whether
+/// State of the backward step: `xd`, `W`, `A`, `B`, the saved `h`, the scaling, and whether
 /// `x` and `xd` are one tensor (no adapter dropout).
 type LoraState<B> = (
     FloatTensor<B>,

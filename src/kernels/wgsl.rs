@@ -23,7 +23,7 @@ pub enum Shader {
 }
 
 impl Shader {
-    /// Whether the kernel runs on a grid of columns × rows (the wide epilogues and the chunked
+    /// Returns whether the kernel runs on a grid of columns × rows (the wide epilogues and the chunked
     /// reductions), else on one invocation per output element (the thin rank-r outputs).
     fn row_grid(self) -> bool {
         matches!(self, Self::Forward | Self::GradInput | Self::GradFactors)
