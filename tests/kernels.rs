@@ -116,7 +116,7 @@ fn check_dropped(device: &Device) {
 fn check_dropout(device: &Device) {
     let device = device.clone();
     // With dropout the adapter's input differs from the base's, so the two input gradients take
-    // separate paths; a fixed seed makes both runs draw the same mask.
+    // separate paths. A fixed seed makes both runs draw the same mask.
     let weight = random([20, 12], &device).detach();
     let lora_a = random([4, 20], &device).detach();
     let lora_b = random([12, 4], &device).detach();

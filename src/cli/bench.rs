@@ -195,8 +195,8 @@ fn synthetic_batch(args: &BenchArgs, vocab_size: usize) -> EncodedBatch {
     }
 }
 
-/// A dataset of one batch: the trainer checks that one exists, the benchmark feeds its own
-/// batches.
+/// Builds a dataset of one batch. The trainer checks that one exists, and the benchmark feeds
+/// its own batches.
 fn placeholder_dataset(batch_size: usize) -> Dataset {
     let example = |label| Example {
         text: "benchmark".into(),

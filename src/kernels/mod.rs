@@ -27,8 +27,8 @@ pub fn set_fused_kernels(enabled: bool) {
     FUSED.store(if enabled { 2 } else { 1 }, Ordering::SeqCst);
 }
 
-/// Whether the fused kernels are on: the last [`set_fused_kernels`], else on unless the
-/// environment sets `COTO_FUSED_KERNELS=0`.
+/// Returns whether the fused kernels are on: the last [`set_fused_kernels`], else on unless
+/// the environment sets `COTO_FUSED_KERNELS=0`.
 pub fn fused_kernels_enabled() -> bool {
     match FUSED.load(Ordering::SeqCst) {
         1 => false,
@@ -41,13 +41,13 @@ pub fn fused_kernels_enabled() -> bool {
     }
 }
 
-/// Whether the fused kernels apply on `device`: they are on, and the device is a wgpu device.
+/// Returns whether the fused kernels apply on `device`: they are on, and it is a wgpu device.
 pub fn kernels_apply(device: &Device) -> bool {
     fused_kernels_enabled() && device.clone().without_autodiff() != Device::flex()
 }
 
-/// The plain-LoRA layer `y = x·W + b + scaling · (dropout(x)·Aᵀ)·Bᵀ` through the fused
-/// kernels, shapes `[..., in]` to `[..., out]`.
+/// Computes the plain-LoRA layer `y = x·W + b + scaling · (dropout(x)·Aᵀ)·Bᵀ` through the
+/// fused kernels, shapes `[..., in]` to `[..., out]`.
 pub fn fused_lora_linear<const D: usize>(base: &Linear, adapter: &LoraAdapter, x: Tensor<D>) -> Tensor<D> {
     let dims = x.dims();
     let inputs = dims[D - 1];

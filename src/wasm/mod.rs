@@ -270,7 +270,7 @@ async fn read_dataset(data: &JsValue, config: &TrainConfig) -> Result<crate::dat
 }
 
 /// Initialises the requested device; "auto" falls back to the CPU when WebGPU is missing or
-/// fails, and says so in the console. Returns the device, its description and, on WebGPU, the
+/// fails, and warns in the console. Returns the device, its description and, on WebGPU, the
 /// largest buffer the adapter allows.
 async fn init_device(choice: &str) -> Result<(Device, String, Option<u64>), JsError> {
     let has_webgpu = Reflect::get(&js_sys::global(), &"navigator".into())
@@ -339,11 +339,11 @@ async fn adapter_facts() -> AdapterFacts {
     }
 }
 
-/// What the page reports and checks about the browser's WebGPU adapter. burn requests a device
+/// Facts the page reports and checks about the browser's WebGPU adapter. burn requests a device
 /// with the adapter's own limits, so these are the device's limits too.
 #[derive(Default)]
 struct AdapterFacts {
-    /// Vendor, architecture and description, where the browser tells them.
+    /// Vendor, architecture and description, where the browser provides them.
     description: Option<String>,
     /// The largest buffer one tensor may occupy, in bytes.
     buffer_limit: Option<u64>,

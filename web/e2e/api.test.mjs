@@ -16,7 +16,8 @@ initSync({ module: readFileSync(new URL("../pkg/coto_bg.wasm", import.meta.url))
 
 const modelDir = process.env.COTO_TEST_MODEL;
 const dataFile = process.env.COTO_TEST_DATA;
-assert.ok(modelDir && dataFile, "set COTO_TEST_MODEL and COTO_TEST_DATA");
+assert.ok(modelDir, "COTO_TEST_MODEL is not set; set it to a model directory");
+assert.ok(dataFile, "COTO_TEST_DATA is not set; set it to a label-first data file");
 
 const modelFiles = () => ({
   config: readFileSync(path.join(modelDir, "config.json")),
@@ -45,7 +46,8 @@ test("trains, evaluates, predicts and exports on the CPU", async () => {
 
   const evaluation = await trainer.evaluate();
   assert.equal(evaluation.metrics.examples, trainer.datasetSizes[1]);
-  assert.ok(evaluation.metrics.accuracy >= 0 && evaluation.metrics.accuracy <= 1);
+  assert.ok(evaluation.metrics.accuracy >= 0, `accuracy ${evaluation.metrics.accuracy}`);
+  assert.ok(evaluation.metrics.accuracy <= 1, `accuracy ${evaluation.metrics.accuracy}`);
 
   const prediction = await trainer.predict("good bright warm day");
   assert.ok(trainer.labels.includes(prediction.label), prediction.label);
