@@ -158,10 +158,10 @@ pub fn list_adapters() -> Vec<AdapterSummary> {
         .collect()
 }
 
-/// Drives a future to completion on this thread. Native wgpu resolves adapter enumeration
-/// without waiting, so this returns after the first poll in practice.
+/// Drives a future to completion on this thread, polling it in a loop. Native wgpu resolves
+/// adapter enumeration and readbacks without an executor, so this suits native callers.
 #[cfg(not(target_arch = "wasm32"))]
-fn block_on<F: std::future::Future>(future: F) -> F::Output {
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     let mut future = std::pin::pin!(future);
     let mut context = std::task::Context::from_waker(std::task::Waker::noop());
     loop {

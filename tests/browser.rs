@@ -59,14 +59,15 @@ fn skip() -> bool {
     false
 }
 
-/// Runs the driver and returns its result.json.
-fn drive(url: &str, out: &Path, timeout_s: u32) -> serde_json::Value {
+/// Runs the driver with `extra` arguments and returns its result.json.
+fn drive(url: &str, out: &Path, timeout_s: u32, extra: &[&str]) -> serde_json::Value {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let mut command = Command::new("node");
     command
         .arg(root.join("web/e2e/drive.mjs"))
         .args(["--url", url, "--timeout", &timeout_s.to_string(), "--out"])
-        .arg(out);
+        .arg(out)
+        .args(extra);
     for text in TEXTS {
         command.args(["--text", text]);
     }
@@ -92,12 +93,19 @@ fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }
 
-/// Checks the run's report and that the exported adapter predicts natively what the page
-/// predicted.
-fn check_run(result: &serde_json::Value, out: &Path, model: &Path, max_length: usize, logit_tolerance: f64) {
+/// Checks the run's report (finished on a device named `device_prefix`…) and that the exported
+/// adapter predicts natively what the page predicted.
+fn check_run(
+    result: &serde_json::Value,
+    out: &Path,
+    model: &Path,
+    max_length: usize,
+    logit_tolerance: f64,
+    device_prefix: &str,
+) {
     assert_eq!(result["status"], "done");
     let device = result["device"].as_str().unwrap_or_default();
-    assert!(device.starts_with("WebGPU"), "the page did not report a WebGPU adapter: {device}");
+    assert!(device.starts_with(device_prefix), "the page reports {device}, not a {device_prefix} device");
     let losses: Vec<f64> = result["losses"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let quarter = (losses.len() / 4).max(1);
     let (first, last) = (mean(&losses[..quarter]), mean(&losses[losses.len() - quarter..]));
@@ -135,22 +143,59 @@ fn check_run(result: &serde_json::Value, out: &Path, model: &Path, max_length: u
     }
 }
 
+/// Writes a tiny BERT and a synthetic data set under a new `name` directory and serves them.
+/// Returns the directory, the model directory and the server.
+fn serve_tiny_model(name: &str) -> (PathBuf, PathBuf, Server) {
+    let dir = temp_dir(name);
+    let model = write_tiny_bert(&dir.join("model"), 4);
+    let data = dir.join("data.tsv");
+    std::fs::write(&data, synthetic_lines(160, 5).join("\n")).unwrap();
+    let server = Server::start(&model, &data);
+    (dir, model, server)
+}
+
 #[test]
 fn page_trains_tiny_model_on_webgpu() {
     if skip() {
         return;
     }
-    let dir = temp_dir("browser-tiny");
-    let model = write_tiny_bert(&dir.join("model"), 4);
-    let data = dir.join("data.tsv");
-    std::fs::write(&data, synthetic_lines(160, 5).join("\n")).unwrap();
-    let server = Server::start(&model, &data);
+    let (dir, model, server) = serve_tiny_model("browser-tiny");
     let url = format!("{}?steps=32&epochs=4&batch=8&maxLength=16&evalEvery=16&lr=0.01&autostart=1", server.url);
     let out = dir.join("run");
-    let result = drive(&url, &out, 900);
+    let result = drive(&url, &out, 900, &[]);
     drop(server);
     // WebGPU and the CPU backend round differently; 1e-4 is far below the logits' spread.
-    check_run(&result, &out, &model, 16, 1e-4);
+    check_run(&result, &out, &model, 16, 1e-4, "WebGPU");
+}
+
+/// The GPU is lost mid-run (the driver destroys the page's GPUDevice, which WebGPU reports
+/// as lost): the page says so, keeps the state of a finished step, continues from it on the CPU
+/// when asked, and the finished adapter still predicts natively what the page predicts.
+#[test]
+fn page_continues_on_cpu_after_gpu_loss() {
+    if skip() {
+        return;
+    }
+    let (dir, model, server) = serve_tiny_model("browser-lost");
+    let url = format!("{}?steps=24&epochs=4&batch=8&maxLength=16&evalEvery=12&lr=0.01&autostart=1", server.url);
+    let out = dir.join("run");
+    let result = drive(&url, &out, 900, &["--lose-gpu-at", "6"]);
+    drop(server);
+
+    let recovery = &result["recovery"];
+    let lost_at = recovery["lostAtStep"].as_u64().expect("the driver destroyed the GPU device");
+    let resumed_from = recovery["continuedFrom"].as_u64().expect("the page offered to continue");
+    assert!((1..=lost_at).contains(&resumed_from), "continued from step {resumed_from}, lost at {lost_at}");
+    let message = recovery["message"].as_str().unwrap_or_default();
+    assert!(message.contains("GPU device was lost"), "the page's message: {message}");
+    assert!(message.contains(&format!("after step {resumed_from}")), "the page's message: {message}");
+
+    let history: Vec<&str> = result["deviceHistory"].as_array().unwrap().iter().filter_map(|d| d.as_str()).collect();
+    assert_eq!(history.len(), 2, "devices used: {history:?}");
+    assert!(history[0].starts_with("WebGPU") && history[1].starts_with("CPU"), "devices used: {history:?}");
+    assert_eq!(result["stepCount"], 24);
+    assert_eq!(result["losses"].as_array().unwrap().len(), 24, "one loss per step, none twice");
+    check_run(&result, &out, &model, 16, 1e-4, "CPU");
 }
 
 /// The real MiniLM in the browser: slow on SwiftShader, so run it by hand with
@@ -176,8 +221,8 @@ fn page_trains_minilm_on_webgpu() {
     let url = format!("{}?steps=12&batch=4&maxLength=32&evalEvery=0&lr=0.002&autostart=1", server.url);
     let out = dir.join("run");
     let started = std::time::Instant::now();
-    let result = drive(&url, &out, 3000);
+    let result = drive(&url, &out, 3000, &[]);
     drop(server);
     eprintln!("MiniLM in the browser: {:.0} s, {} steps/s", started.elapsed().as_secs_f64(), result["stepsPerSecond"]);
-    check_run(&result, &out, &model, 32, 1e-3);
+    check_run(&result, &out, &model, 32, 1e-3, "WebGPU");
 }

@@ -6,9 +6,13 @@ mod common;
 use coto::adapter::{AdapterFiles, RunInfo, load_adapter, save_adapter, stage_file, WEIGHTS_FILE};
 use coto::data::{DataOptions, prepare_dataset, read_records};
 use coto::model::Checkpoint;
-use coto::train::{TrainConfig, Trainer, latest_checkpoint, load_checkpoint, save_checkpoint, trainable_params};
+use coto::train::{TrainConfig, Trainer, TrainerSnapshot, latest_checkpoint, load_checkpoint, save_checkpoint, trainable_params};
 use common::devices;
 use common::tiny::{synthetic_lines, temp_dir, write_tiny_bert};
+
+/// Held while a test trains on the GPU: burn's GPU dropout draws from one generator per device,
+/// shared by all threads, so a concurrent test's draws would change a run that must repeat.
+static GPU_GENERATOR: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn new_trainer(device: &burn::tensor::Device, model_dir: &std::path::Path) -> Trainer {
     let lines = synthetic_lines(96, 4).join("\n");
@@ -40,6 +44,7 @@ fn finish(trainer: &mut Trainer) {
 
 #[test]
 fn resumed_run_matches_uninterrupted_run() {
+    let _generator = GPU_GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     for (name, device) in devices() {
         let dir = temp_dir(&format!("resume-{name}"));
         let model = write_tiny_bert(&dir.join("model"), 2);
@@ -76,6 +81,60 @@ fn resumed_run_matches_uninterrupted_run() {
             }
         }
     }
+}
+
+/// The web page's recovery from a lost GPU: the state after step 5, read without blocking and
+/// kept as bytes, continues on the CPU. From a CPU run it ends exactly where an uninterrupted
+/// run ends; from a GPU run (whose dropout masks come from another generator) the CPU trainer
+/// starts from exactly the saved parameters and finishes the run.
+#[test]
+fn state_bytes_continue_on_the_cpu() {
+    let dir = temp_dir("state-bytes");
+    let model = write_tiny_bert(&dir.join("model"), 2);
+    let cpu = burn::tensor::Device::flex();
+    let mut uninterrupted = new_trainer(&cpu, &model);
+    finish(&mut uninterrupted);
+    let expected = trainable_params(uninterrupted.model());
+
+    let _generator = GPU_GENERATOR.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    for (name, device) in devices() {
+        let mut first = new_trainer(&device, &model);
+        for _ in 0..5 {
+            first.step().unwrap();
+        }
+        let kept = first.snapshot();
+        let bytes = coto::device::block_on(first.snapshot_async()).unwrap().to_bytes().unwrap();
+        drop(first);
+
+        let snapshot = TrainerSnapshot::from_bytes(&bytes, std::path::Path::new("state")).unwrap();
+        assert_eq!(snapshot.state, kept.state, "state read back on {name}");
+        let mut resumed = new_trainer(&cpu, &model);
+        resumed.restore(&snapshot).unwrap();
+        assert_eq!(resumed.step_count(), 5);
+        let restored = trainable_params(resumed.model());
+        for tensor in kept.params.names() {
+            let (a, e) = (restored.get_any(tensor).unwrap(), kept.params.get_any(tensor).unwrap());
+            assert_eq!(a.data, e.data, "{tensor} changed on its way from {name} to the CPU");
+        }
+        for tensor in kept.moments.names() {
+            let (a, e) = (snapshot.moments.get_any(tensor).unwrap(), kept.moments.get_any(tensor).unwrap());
+            assert_eq!(a.data, e.data, "moment {tensor} changed on its way from {name}");
+        }
+        finish(&mut resumed);
+        assert_eq!(resumed.step_count(), 12);
+
+        if name == "flex" {
+            let actual = trainable_params(resumed.model());
+            assert_eq!(actual.names(), expected.names());
+            for tensor in expected.names() {
+                let (a, e) = (actual.get_any(tensor).unwrap(), expected.get_any(tensor).unwrap());
+                assert_eq!(a.data, e.data, "{tensor} differs after continuing from saved bytes");
+            }
+        }
+    }
+
+    let error = TrainerSnapshot::from_bytes(b"not a state", std::path::Path::new("state.bin")).unwrap_err();
+    assert!(error.to_string().contains("state.bin"), "{error}");
 }
 
 #[test]

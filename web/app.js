@@ -16,6 +16,11 @@ const MAX_STEPS_PER_CHUNK = 5;
 // compiles the GPU shaders, stops counting after a while.
 const RATE_WINDOW_STEPS = 20;
 
+// The page keeps the run's state (adapter, optimizer moments, CoTo draw) at most this many
+// seconds of training apart, so that a lost GPU costs at most that much work. Reading the
+// state back costs one GPU readback per trainable tensor.
+const KEEP_STATE_SECONDS = 5;
+
 const WEBGPU_MISSING_MESSAGE =
   "WebGPU is not available in this browser; training runs on the CPU, which is slower. " +
   "Use a current Chromium or Firefox with WebGPU enabled to use the GPU.";
@@ -44,6 +49,14 @@ const page = {
   losses: [],
   evaluations: [],
   stepsPerSecond: null,
+  /** Step of the last state kept for recovery (0 before the first). */
+  keptStateStep: 0,
+  /** After a lost GPU: `{reason, message, step}`, where `step` is the step the run can continue from. */
+  deviceLost: null,
+  /** Devices the run used, in order, e.g. `["WebGPU (…)", "CPU (…)"]`. */
+  deviceHistory: [],
+  /** The GPUDevices the package created on this page; tests destroy them to simulate a lost GPU. */
+  gpuDevices: [],
   predict: (text) => predictText(text),
   exportAdapterBase64: () => exportAdapterBase64(),
 };
@@ -84,6 +97,7 @@ function createRunState(created, inputs) {
     schedule[step] = created.scheduleP(step);
   }
   return {
+    inputs,
     method: inputs.settings.method,
     evalEvery: inputs.settings.eval_every,
     summary: inputs.summary,
@@ -101,6 +115,10 @@ function createRunState(created, inputs) {
     stepDurations: [],
     trainingMs: 0,
     lastMark: 0,
+    // The last state read from the trainer: `{bytes, step, trainingMs}`, or null.
+    keptState: null,
+    // The GPUDevice the trainer runs on, or null on the CPU.
+    gpuDevice: null,
   };
 }
 
@@ -129,8 +147,11 @@ function setStatus(status, text) {
   updateControls();
 }
 
-/** Shows `message` as the page's error. With `restart`, the error box offers to start again on the CPU. */
-function showError(message, { restart = true, statusText = "Stopped by an error." } = {}) {
+/**
+ * Shows `message` as the page's error. With `restart`, the error box offers to start again on
+ * the CPU; with `continueFrom` (a step), to continue the run on the CPU from that step.
+ */
+function showError(message, { restart = true, continueFrom = null, statusText = "Stopped by an error." } = {}) {
   setStatus("error", statusText);
   page.error = message;
   $("error-text").textContent = message;
@@ -138,6 +159,10 @@ function showError(message, { restart = true, statusText = "Stopped by an error.
   const restartButton = $("restart-button");
   restartButton.hidden = !restart;
   restartButton.textContent = $("device").value === "cpu" ? "Start again" : "Start again on the CPU";
+  restartButton.classList.toggle("primary", continueFrom === null);
+  const continueButton = $("continue-button");
+  continueButton.hidden = continueFrom === null;
+  continueButton.textContent = `Continue on the CPU from step ${continueFrom}`;
   logEvent(message, { error: true });
 }
 
@@ -547,6 +572,9 @@ function resetResults() {
   page.losses = [];
   page.evaluations = [];
   page.stepsPerSecond = null;
+  page.keptStateStep = 0;
+  page.deviceLost = null;
+  page.deviceHistory = [];
   $("final-panel").hidden = true;
   $("predict-result").replaceChildren();
   clearDownloadLinks();
@@ -607,6 +635,9 @@ async function startRun() {
   try {
     run = createRunState(created, inputs);
     page.device = created.device;
+    page.deviceHistory.push(created.device);
+    // The package's device is the newest one this page saw (burn reuses it between runs).
+    run.gpuDevice = created.device.startsWith("WebGPU") ? (page.gpuDevices.at(-1) ?? null) : null;
     page.method = inputs.settings.method;
     page.totalSteps = created.totalSteps;
     page.groupCount = created.groupCount;
@@ -686,6 +717,10 @@ async function trainLoop() {
         return;
       }
       if (state.stopRequested) {
+        await keepState(state, current);
+        if (state !== run || current !== trainer) {
+          return;
+        }
         setStatus("paused", `Paused at step ${page.stepCount} of ${page.totalSteps}. Resume continues the same run.`);
         logEvent(`Paused at step ${page.stepCount}.`);
         scheduleRender();
@@ -705,15 +740,25 @@ async function trainLoop() {
       const steps = nextChunkSize(state);
       const last = await exclusive(() => {
         state.lastMark = performance.now();
-        return current.train(steps, (report) => recordStep(state, report));
+        return current.train(steps, (report) => {
+          if (current === trainer) {
+            recordStep(state, report);
+          }
+        });
       });
+      if (state !== run || current !== trainer) {
+        return;
+      }
       if (last === null) {
         // The trainer had no steps left although the page expected more.
         state.ended = true;
       }
+      if (state.trainingMs - (state.keptState?.trainingMs ?? 0) >= KEEP_STATE_SECONDS * 1000) {
+        await keepState(state, current);
+      }
     }
   } catch (error) {
-    if (state !== run) {
+    if (state !== run || current !== trainer) {
       return;
     }
     failRun(error);
@@ -798,6 +843,11 @@ function finishRun(state) {
 }
 
 function failRun(error) {
+  if (page.deviceLost !== null) {
+    // The lost GPU explains this error; the page already offers to continue on the CPU.
+    logEvent(`The step on the lost GPU failed: ${errorMessage(error)}`);
+    return;
+  }
   if (error instanceof WebAssembly.RuntimeError) {
     packageCrashed = true;
     trainerUsable = false;
@@ -842,6 +892,118 @@ function leavePausedRun() {
 async function restartOnCpu() {
   $("device").value = "cpu";
   await startRun();
+}
+
+/** Reads the trainer's state (adapter, optimizer moments, CoTo draw) and keeps it for recovery. */
+async function keepState(state, current) {
+  if (!page.device.startsWith("WebGPU")) {
+    // Only a GPU can be lost; a failing CPU run has nothing to recover to.
+    return;
+  }
+  const bytes = await exclusive(() => current.saveState());
+  if (state !== run || current !== trainer) {
+    return;
+  }
+  state.keptState = { bytes, step: page.stepCount, trainingMs: state.trainingMs };
+  page.keptStateStep = page.stepCount;
+}
+
+/** Watches every GPUDevice that the package creates, to tell the user when the GPU is lost. */
+function watchGpuDevices() {
+  if (typeof GPUAdapter === "undefined") {
+    return;
+  }
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  GPUAdapter.prototype.requestDevice = async function watchedRequestDevice(...args) {
+    const device = await requestDevice.apply(this, args);
+    page.gpuDevices.push(device);
+    device.lost.then((info) => onGpuDeviceLost(device, info));
+    return device;
+  };
+}
+
+/**
+ * Stops a run whose GPU was lost, keeps its last state, and offers to continue on the CPU from
+ * it. The package instance is given up: a call on the lost device may never settle.
+ */
+function onGpuDeviceLost(device, info) {
+  const reason = info?.reason ?? "unknown";
+  const detail = info?.message ? `: ${info.message}` : "";
+  const state = run;
+  const current = state !== null && trainer !== null && state.gpuDevice === device;
+  if (!current || page.deviceLost !== null) {
+    logEvent(`A GPU device of this page was lost (${reason}${detail}).`);
+    return;
+  }
+  const kept = state.keptState;
+  page.deviceLost = { reason, message: info?.message ?? "", step: kept?.step ?? 0 };
+  trainer = null;
+  trainerUsable = false;
+  packageCrashed = true;
+  callQueue = Promise.resolve();
+  state.stopRequested = false;
+  const message =
+    `The GPU device was lost after step ${page.stepCount} (${reason}${detail}). ` +
+    "This happens when the GPU driver restarts, the GPU is needed elsewhere, or the browser reclaims it.";
+  if (kept === null) {
+    showError(`${message} No state was kept yet, so the run starts again.`, { statusText: "The GPU was lost." });
+  } else {
+    showError(`${message} The state after step ${kept.step} is kept.`, {
+      continueFrom: kept.step,
+      statusText: "The GPU was lost.",
+    });
+  }
+  scheduleRender();
+}
+
+/** Continues a run whose GPU was lost on the CPU, from the state kept last. */
+async function continueOnCpu() {
+  const state = run;
+  const kept = state?.keptState;
+  if (!kept || page.deviceLost === null) {
+    return;
+  }
+  setStatus("loading", `Continuing on the CPU from step ${kept.step}…`);
+  let created;
+  try {
+    logEvent("Loading a fresh instance of the WASM package for the CPU.");
+    await loadPackage(true);
+    created = await wasmPackage.Trainer.create(state.inputs.model, state.inputs.data, state.inputs.settings, "cpu");
+    await created.restoreState(kept.bytes);
+  } catch (error) {
+    if (error instanceof WebAssembly.RuntimeError) {
+      packageCrashed = true;
+    }
+    showError(`Continuing on the CPU failed: ${errorMessage(error)}`, { continueFrom: kept.step });
+    return;
+  }
+  if (state !== run) {
+    return;
+  }
+  trainer = created;
+  trainerUsable = true;
+  page.deviceLost = null;
+  state.gpuDevice = null;
+  rewindTo(state, kept);
+  page.device = created.device;
+  page.deviceHistory.push(created.device);
+  logEvent(`Continuing on ${page.device} from step ${kept.step} of ${page.totalSteps}.`);
+  showRunFacts();
+  scheduleRender();
+  await trainLoop();
+}
+
+/** Drops what the page recorded after the kept state's step. */
+function rewindTo(state, kept) {
+  page.stepCount = kept.step;
+  page.losses.length = kept.step;
+  state.activeGroups.length = kept.step;
+  page.evaluations = page.evaluations.filter((evaluation) => evaluation.step <= kept.step);
+  state.lastEvaluatedStep = Math.min(state.lastEvaluatedStep, kept.step);
+  state.trainingMs = kept.trainingMs;
+  state.stepDurations = [];
+  state.ended = false;
+  page.stepsPerSecond = null;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1598,6 +1760,7 @@ function connectControls() {
   $("resume-button").addEventListener("click", resumeRun);
   $("new-run-button").addEventListener("click", leavePausedRun);
   $("restart-button").addEventListener("click", restartOnCpu);
+  $("continue-button").addEventListener("click", continueOnCpu);
   $("predict-form").addEventListener("submit", onPredictSubmit);
   $("download-button").addEventListener("click", onDownloadClick);
   $("data-file").addEventListener("change", () => {
@@ -1627,6 +1790,7 @@ function connectControls() {
 
 async function main() {
   connectControls();
+  watchGpuDevices();
   if (!("gpu" in navigator)) {
     $("webgpu-notice").textContent = WEBGPU_MISSING_MESSAGE;
     $("webgpu-notice").hidden = false;

@@ -8,6 +8,7 @@ mod lr;
 mod metrics;
 mod optim;
 mod params;
+mod snapshot;
 mod trainer;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -16,6 +17,6 @@ pub use config::{LrSchedule, NonFinite, TrainConfig};
 pub use lr::LrScheduler;
 pub use metrics::{Metrics, argmax_rows, cross_entropy_rows};
 pub use optim::{AdamW, AdamWConfig, Moments, ParamGrads};
-pub use params::{load_trainable_params, trainable_params};
+pub use params::{load_trainable_params, trainable_params, trainable_params_async};
 pub use evaluate::{Predictions, predict_ensemble, predict_texts, predict_texts_async, predict_texts_gated, score};
 pub use trainer::{EvalReport, StepReport, Trainer, TrainerSnapshot, TrainerState};

@@ -14,6 +14,8 @@ use burn::tensor::{Device, Gradients, Tensor};
 use crate::error::{CotoError, Result};
 use crate::model::{HostTensor, WeightMap};
 
+const MOMENTS_SOURCE: &str = "optimizer state";
+
 /// Gradients of the trainable parameters, flattened, by module path.
 #[derive(Debug, Default)]
 pub struct ParamGrads {
@@ -168,14 +170,33 @@ impl AdamW {
     /// Copies the moments to the host as `{path}#m` and `{path}#v`, with each parameter's step
     /// count.
     pub fn export_moments(&self) -> (WeightMap, BTreeMap<String, u64>) {
-        let mut tensors = WeightMap::new("optimizer state");
-        let mut steps = BTreeMap::new();
-        for (path, moments) in &self.states {
-            tensors.insert(format!("{path}#m"), HostTensor::from_tensor(moments.m.clone()));
-            tensors.insert(format!("{path}#v"), HostTensor::from_tensor(moments.v.clone()));
-            steps.insert(path.clone(), moments.step);
+        let mut tensors = WeightMap::new(MOMENTS_SOURCE);
+        for (name, moment) in self.moment_tensors() {
+            tensors.insert(name, HostTensor::from_tensor(moment));
         }
-        (tensors, steps)
+        (tensors, self.update_counts())
+    }
+
+    /// [`AdamW::export_moments`] without blocking on the device, for browsers.
+    pub async fn export_moments_async(&self) -> Result<(WeightMap, BTreeMap<String, u64>)> {
+        let mut tensors = WeightMap::new(MOMENTS_SOURCE);
+        for (name, moment) in self.moment_tensors() {
+            tensors.insert(name, HostTensor::from_tensor_async(moment).await?);
+        }
+        Ok((tensors, self.update_counts()))
+    }
+
+    fn moment_tensors(&self) -> Vec<(String, Tensor<1>)> {
+        self.states
+            .iter()
+            .flat_map(|(path, moments)| {
+                [(format!("{path}#m"), moments.m.clone()), (format!("{path}#v"), moments.v.clone())]
+            })
+            .collect()
+    }
+
+    fn update_counts(&self) -> BTreeMap<String, u64> {
+        self.states.iter().map(|(path, moments)| (path.clone(), moments.step)).collect()
     }
 
     /// Replaces the state with moments exported by [`AdamW::export_moments`], uploaded to

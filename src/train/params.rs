@@ -11,9 +11,31 @@ use crate::model::{HostTensor, WeightMap};
 /// Copies every trainable (gradient-requiring) parameter of `module` to the host, keyed by its
 /// module path, e.g. `bert.encoder.layer.0.attention.self_attention.query.adapter.lora_a`.
 pub fn trainable_params<M: Module>(module: &M) -> WeightMap {
+    let mut out = WeightMap::new(PARAMS_SOURCE);
+    for (path, shape, values) in trainable_tensors(module) {
+        let flat = HostTensor::from_tensor(values);
+        out.insert(path, HostTensor::new(shape, flat.data));
+    }
+    out
+}
+
+/// [`trainable_params`] without blocking on the device, for browsers.
+pub async fn trainable_params_async<M: Module>(module: &M) -> Result<WeightMap> {
+    let mut out = WeightMap::new(PARAMS_SOURCE);
+    for (path, shape, values) in trainable_tensors(module) {
+        let flat = HostTensor::from_tensor_async(values).await?;
+        out.insert(path, HostTensor::new(shape, flat.data));
+    }
+    Ok(out)
+}
+
+const PARAMS_SOURCE: &str = "trainable parameters";
+
+/// Every trainable parameter of `module` as `(path, shape, flattened values)`.
+fn trainable_tensors<M: Module>(module: &M) -> Vec<(String, Vec<usize>, Tensor<1>)> {
     let mut reader = ParamReader {
         path: Vec::new(),
-        out: WeightMap::new("trainable parameters"),
+        out: Vec::new(),
     };
     module.visit(&mut reader);
     reader.out
@@ -40,7 +62,7 @@ pub fn load_trainable_params<M: Module>(module: M, values: &WeightMap) -> Result
 
 struct ParamReader {
     path: Vec<String>,
-    out: WeightMap,
+    out: Vec<(String, Vec<usize>, Tensor<1>)>,
 }
 
 impl ModuleVisitor for ParamReader {
@@ -55,7 +77,9 @@ impl ModuleVisitor for ParamReader {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let value = param.val();
         if value.is_require_grad() {
-            self.out.insert(self.path.join("."), HostTensor::from_tensor(value));
+            let shape = value.dims().to_vec();
+            let count = shape.iter().product::<usize>();
+            self.out.push((self.path.join("."), shape, value.reshape([count])));
         }
     }
 }

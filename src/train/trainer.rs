@@ -13,7 +13,7 @@ use super::lr::LrScheduler;
 use super::evaluate::{Predictions, predict_texts, predict_texts_async, score};
 use super::metrics::Metrics;
 use super::optim::{AdamW, AdamWConfig, ParamGrads};
-use super::params::{load_trainable_params, trainable_params};
+use super::params::{load_trainable_params, trainable_params, trainable_params_async};
 use crate::coto::{AdapterGroups, AdapterSlot, CotoSchedule, GateController, GateState, Gates, Mode};
 use crate::data::{Dataset, EpochOrder, Example, LabelMap};
 use crate::error::{CotoError, Result};
@@ -390,16 +390,30 @@ impl Trainer {
     pub fn snapshot(&self) -> TrainerSnapshot {
         let (moments, optimizer_steps) = self.optimizer.export_moments();
         TrainerSnapshot {
-            state: TrainerState {
-                step: self.step_count(),
-                epoch: self.order.epoch,
-                position: self.order.position,
-                gates: self.gates.state(),
-                optimizer_steps,
-                config: self.config.clone(),
-            },
+            state: self.progress(optimizer_steps),
             params: trainable_params(&self.model),
             moments,
+        }
+    }
+
+    /// [`Trainer::snapshot`] without blocking on the device, for WebGPU in a browser.
+    pub async fn snapshot_async(&self) -> Result<TrainerSnapshot> {
+        let (moments, optimizer_steps) = self.optimizer.export_moments_async().await?;
+        Ok(TrainerSnapshot {
+            state: self.progress(optimizer_steps),
+            params: trainable_params_async(&self.model).await?,
+            moments,
+        })
+    }
+
+    fn progress(&self, optimizer_steps: BTreeMap<String, u64>) -> TrainerState {
+        TrainerState {
+            step: self.step_count(),
+            epoch: self.order.epoch,
+            position: self.order.position,
+            gates: self.gates.state(),
+            optimizer_steps,
+            config: self.config.clone(),
         }
     }
 

@@ -21,7 +21,7 @@ use wasm_bindgen_futures::future_to_promise;
 use crate::adapter::{AdapterFiles, CONFIG_FILE, RUN_FILE, RunInfo, WEIGHTS_FILE};
 use crate::data::{DataOptions, prepare_dataset, read_records};
 use crate::model::{BertConfig, Checkpoint, TextTokenizer, WeightMap};
-use crate::train::{TrainConfig, Trainer as CoreTrainer, predict_texts_async};
+use crate::train::{TrainConfig, Trainer as CoreTrainer, TrainerSnapshot, predict_texts_async};
 
 /// Installs a panic hook that reports panics to the console as errors.
 #[wasm_bindgen(start)]
@@ -216,6 +216,37 @@ impl Trainer {
                 Reflect::set(&out, &RUN_FILE.into(), &run.into())?;
             }
             Ok(out.into())
+        })
+    }
+
+    /// The run's state after the last completed step: the trainable parameters, AdamW's
+    /// moments, the CoTo draw and generator, and the data order. Resolves to a `Uint8Array`
+    /// (one safetensors buffer) that [`Trainer::restore_state`] of a trainer with the same
+    /// model, data and settings continues from, on any device. The page keeps the latest one
+    /// so that a lost GPU loses no finished steps.
+    #[wasm_bindgen(js_name = saveState)]
+    pub fn save_state(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let trainer = borrow(&inner)?;
+            let snapshot = trainer.snapshot_async().await.map_err(to_js_value)?;
+            let bytes = snapshot.to_bytes().map_err(to_js_value)?;
+            Ok(Uint8Array::from(bytes.as_slice()).into())
+        })
+    }
+
+    /// Continues from a state saved by `saveState()`, replacing this trainer's parameters,
+    /// moments, CoTo draw and position. Resolves to the step count it continues from. Rejects
+    /// if the state was saved with other settings or another model.
+    #[wasm_bindgen(js_name = restoreState)]
+    pub fn restore_state(&self, state: Uint8Array) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let snapshot =
+                TrainerSnapshot::from_bytes(&state.to_vec(), Path::new("saved trainer state")).map_err(to_js_value)?;
+            let mut trainer = borrow_mut(&inner)?;
+            trainer.restore(&snapshot).map_err(to_js_value)?;
+            Ok(JsValue::from(trainer.step_count()))
         })
     }
 

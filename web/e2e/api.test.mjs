@@ -62,6 +62,30 @@ test("trains, evaluates, predicts and exports on the CPU", async () => {
   trainer.dispose();
 });
 
+test("restoreState continues a run exactly", async () => {
+  const first = await Trainer.create(modelFiles(), data(), settings, "cpu");
+  await first.train(3);
+  const state = await first.saveState();
+  assert.ok(state instanceof Uint8Array && state.length > 0);
+  const uninterrupted = [];
+  await first.train(3, (report) => uninterrupted.push(report.loss));
+
+  const second = await Trainer.create(modelFiles(), data(), settings, "cpu");
+  assert.equal(await second.restoreState(state), 3);
+  assert.equal(second.stepCount, 3);
+  const continued = [];
+  await second.train(3, (report) => continued.push(report.loss));
+  assert.deepEqual(continued, uninterrupted, "the CPU backend is deterministic, so the losses match exactly");
+  assert.deepEqual((await second.predict("a cold grim dark day")).logits, (await first.predict("a cold grim dark day")).logits);
+
+  const other = await Trainer.create(modelFiles(), data(), { ...settings, lr: 0.02 }, "cpu");
+  await assert.rejects(other.restoreState(state), /other training settings/);
+  await assert.rejects(other.restoreState(new Uint8Array([1, 2, 3])), /not a saved trainer state/);
+  for (const trainer of [first, second, other]) {
+    trainer.dispose();
+  }
+});
+
 // Each case: what to change, and the message the rejection must contain.
 const badInputs = [
   ["a device that does not exist", { device: "tpu" }, /unknown device "tpu"/],

@@ -6,7 +6,11 @@
 // Usage:
 //   node web/e2e/drive.mjs --url 'http://127.0.0.1:PORT/?steps=6&batch=4&autostart=1' --out DIR
 //       [--chromium /usr/bin/chromium] [--chromedriver /usr/bin/chromedriver]
-//       [--timeout 600] [--text "some text"]...
+//       [--timeout 600] [--text "some text"]... [--lose-gpu-at STEP]
+//
+// With --lose-gpu-at, the driver destroys the page's GPU devices once the run has passed STEP
+// and kept a state, as a driver reset would, then presses "Continue on the CPU" and waits for
+// the run to finish there.
 //
 // Exit status: 0 when the run finished ("done") and every prediction and the export
 // succeeded, 1 otherwise, 2 for invalid arguments. Only 127.0.0.1 is contacted.
@@ -24,7 +28,8 @@ const USAGE = `Usage: node web/e2e/drive.mjs --url URL --out DIR [--chromium PAT
   --chromium      Chromium binary (default /usr/bin/chromium)
   --chromedriver  chromedriver binary (default /usr/bin/chromedriver)
   --timeout       seconds to wait for the run to finish (default 600)
-  --text          a sentence to classify after training; repeat for several`;
+  --text          a sentence to classify after training; repeat for several
+  --lose-gpu-at   destroy the GPU device after this step, then continue the run on the CPU`;
 
 const POLL_INTERVAL_MS = 1000;
 const PROGRESS_INTERVAL_MS = 5000;
@@ -43,6 +48,7 @@ function parseArguments(argv) {
     chromedriver: "/usr/bin/chromedriver",
     timeout: 600,
     texts: [],
+    loseGpuAt: null,
   };
   for (let i = 0; i < argv.length; i += 1) {
     const flag = argv[i];
@@ -76,6 +82,12 @@ function parseArguments(argv) {
         break;
       case "--text":
         options.texts.push(value);
+        break;
+      case "--lose-gpu-at":
+        options.loseGpuAt = Number(value);
+        if (!Number.isInteger(options.loseGpuAt) || options.loseGpuAt < 1) {
+          throw new UsageError(`--lose-gpu-at must be a step number of 1 or more, not ${value}.`);
+        }
         break;
       default:
         throw new UsageError(`Unknown option ${flag}.`);
@@ -288,7 +300,27 @@ const READ_STATE_SCRIPT = `
     losses: page.losses,
     evaluations: page.evaluations,
     stepsPerSecond: page.stepsPerSecond,
+    keptStateStep: page.keptStateStep,
+    deviceLost: page.deviceLost,
+    deviceHistory: page.deviceHistory,
   }));
+`;
+
+const LOSE_GPU_SCRIPT = `
+  const devices = window.cotoPage.gpuDevices;
+  for (const device of devices) {
+    device.destroy();
+  }
+  return devices.length;
+`;
+
+const CONTINUE_SCRIPT = `
+  const button = document.getElementById("continue-button");
+  if (button === null || button.hidden) {
+    return false;
+  }
+  button.click();
+  return true;
 `;
 
 const PREDICT_SCRIPT = `
@@ -326,8 +358,12 @@ function describeProgress(state) {
   return parts.join(", ");
 }
 
-/** Polls the page until the run is done or failed, or the timeout passes. */
-async function waitForRun(driver, timeoutSeconds) {
+/**
+ * Polls the page until the run is done or failed, or the timeout passes. With `loseGpuAt`,
+ * destroys the GPU devices once the run has passed that step and kept a state, and continues
+ * on the CPU when the page offers it; `recovery` records what happened.
+ */
+async function waitForRun(driver, timeoutSeconds, loseGpuAt, recovery) {
   const deadline = Date.now() + timeoutSeconds * 1000;
   let state = null;
   let lastPrinted = 0;
@@ -341,7 +377,18 @@ async function waitForRun(driver, timeoutSeconds) {
         lastPrinted = now;
         lastStep = state.stepCount;
       }
-      if (state.status === "done" || state.status === "error") {
+      const due = loseGpuAt !== null && recovery.lostAtStep === null;
+      if (due && state.status === "training" && state.stepCount >= loseGpuAt && state.keptStateStep > 0) {
+        const destroyed = await driver.execute(LOSE_GPU_SCRIPT);
+        recovery.lostAtStep = state.stepCount;
+        console.log(`Destroyed ${destroyed} GPU device(s) at step ${state.stepCount}.`);
+      } else if (recovery.lostAtStep !== null && recovery.continuedFrom === null && state.deviceLost?.step > 0) {
+        if (await driver.execute(CONTINUE_SCRIPT)) {
+          recovery.continuedFrom = state.deviceLost.step;
+          recovery.message = state.error;
+          console.log(`The page reported the lost GPU; continuing on the CPU from step ${state.deviceLost.step}.`);
+        }
+      } else if (state.status === "done" || state.status === "error") {
         return state;
       }
     }
@@ -354,7 +401,6 @@ async function waitForRun(driver, timeoutSeconds) {
   }
 }
 
-/** Resizes the window to the page's height, so that the screenshot shows the whole page. */
 async function saveScreenshot(driver, file) {
   try {
     const height = await driver.execute("return document.documentElement.scrollHeight;");
@@ -413,6 +459,8 @@ async function main() {
     stepsPerSecond: null,
     predictions: [],
     adapterFiles: [],
+    deviceHistory: [],
+    recovery: { lostAtStep: null, continuedFrom: null, message: null },
   };
   const failures = [];
 
@@ -422,7 +470,7 @@ async function main() {
     console.log(`Browser: ${capabilities?.browserName} ${capabilities?.browserVersion}; opening ${options.url}`);
     await driver.sessionCommand("POST", "/url", { url: options.url }, PAGE_LOAD_TIMEOUT_MS + 10_000);
 
-    const state = await waitForRun(driver, options.timeout);
+    const state = await waitForRun(driver, options.timeout, options.loseGpuAt, result.recovery);
     Object.assign(result, {
       status: state.status,
       error: state.error,
@@ -432,9 +480,13 @@ async function main() {
       losses: state.losses ?? [],
       evaluations: state.evaluations ?? [],
       stepsPerSecond: state.stepsPerSecond ?? null,
+      deviceHistory: state.deviceHistory ?? [],
     });
     if (state.timedOut) {
       result.status = "timeout";
+    }
+    if (options.loseGpuAt !== null && result.recovery.continuedFrom === null) {
+      failures.push("The page never offered to continue on the CPU after the GPU was lost.");
     }
     console.log(describeProgress({ ...state, status: result.status }));
 
