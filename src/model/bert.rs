@@ -3,11 +3,12 @@
 
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
-use burn::tensor::activation::{gelu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Int, Tensor};
 
 use super::config::BertConfig;
 use super::dropout::apply_dropout;
+use super::gelu::exact_gelu;
 use super::weights::WeightMap;
 use crate::coto::Gates;
 use crate::error::Result;
@@ -199,7 +200,7 @@ impl BertLayer {
     pub fn forward(&self, x: Tensor<3>, mask_bias: Tensor<4>, gates: &Gates) -> Tensor<3> {
         let context = self.attention.self_attention.forward(x.clone(), mask_bias, gates);
         let attended = self.attention.output.forward(context, x, gates);
-        let expanded = gelu(self.intermediate.dense.forward_gated(attended.clone(), gates));
+        let expanded = exact_gelu(self.intermediate.dense.forward_gated(attended.clone(), gates));
         self.output.forward(expanded, attended, gates)
     }
 

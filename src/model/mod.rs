@@ -5,6 +5,7 @@ mod bert;
 mod classifier;
 mod config;
 mod dropout;
+mod gelu;
 mod inject;
 mod tokenizer;
 mod weights;
@@ -18,6 +19,7 @@ pub use bert::{
 pub use classifier::{BertClassifier, Pooling, l2_normalize, mean_pool};
 pub use config::BertConfig;
 pub use dropout::{apply_dropout, dropout_is_active, seed_masks};
+pub use gelu::exact_gelu;
 pub use inject::{TARGETABLE_MODULES, adapter_slots, inject_lora, validate_targets};
 pub use tokenizer::{EncodedBatch, TextTokenizer};
 pub use weights::{HostTensor, WeightMap, linear_from_torch};

@@ -1,0 +1,53 @@
+//! BERT's exact GELU and its gradient on each device, against the closed forms in f64:
+//! `gelu(x) = x·Φ(x)` and `gelu'(x) = Φ(x) + x·φ(x)`, over inputs as large as a real
+//! checkpoint's feed-forward layer produces.
+
+mod common;
+
+use burn::tensor::{Tensor, TensorData};
+use coto::model::exact_gelu;
+
+/// erf to about 1e-15 (Abramowitz and Stegun 7.1.26 is too coarse for a reference), from its
+/// Taylor series for small inputs and its continued fraction for large ones.
+fn erf(x: f64) -> f64 {
+    if x < 0.0 {
+        return -erf(-x);
+    }
+    if x < 3.0 {
+        let (mut term, mut sum, mut n) = (x, x, 0.0);
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -x * x / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        return sum * 2.0 / std::f64::consts::PI.sqrt();
+    }
+    // erfc(x) = exp(−x²)/√π · 1/(x + (1/2)/(x + 1/(x + (3/2)/(x + …)))).
+    let mut fraction = x;
+    for k in (1..60).rev() {
+        fraction = x + (k as f64 / 2.0) / fraction;
+    }
+    1.0 - (-x * x).exp() / std::f64::consts::PI.sqrt() / fraction
+}
+
+#[test]
+fn gelu_value_and_gradient_are_exact() {
+    let inputs: Vec<f32> = (-1200..=1200).map(|i| i as f32 / 100.0).collect();
+    for (name, device) in common::devices() {
+        let device = device.autodiff();
+        let x = Tensor::<1>::from_data(TensorData::new(inputs.clone(), [inputs.len()]), &device).require_grad();
+        let y = exact_gelu(x.clone());
+        let grads = y.clone().sum().backward();
+        let values: Vec<f32> = y.inner().into_data().to_vec().unwrap();
+        let slopes: Vec<f32> = x.grad(&grads).expect("x has a gradient").into_data().to_vec().unwrap();
+
+        for ((&x, &value), &slope) in inputs.iter().zip(&values).zip(&slopes) {
+            let x64 = x as f64;
+            let cdf = 0.5 * (1.0 + erf(x64 / std::f64::consts::SQRT_2));
+            let pdf = (-0.5 * x64 * x64).exp() / (2.0 * std::f64::consts::PI).sqrt();
+            let (value_error, slope_error) = ((value as f64 - x64 * cdf).abs(), (slope as f64 - (cdf + x64 * pdf)).abs());
+            assert!(value_error <= 2e-5, "gelu({x}) on {name}: {value}, expected {}", x64 * cdf);
+            assert!(slope_error <= 2e-5, "gelu'({x}) on {name}: {slope}, expected {}", cdf + x64 * pdf);
+        }
+    }
+}
