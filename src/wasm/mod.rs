@@ -329,7 +329,8 @@ async fn init_device(choice: &str) -> Result<(Device, String, Option<u64>), JsEr
                         Some(name) => name,
                         None => device.identity().map(|id| id.name).unwrap_or_default(),
                     };
-                    let name = if name.trim().is_empty() { "adapter without a name".into() } else { name };
+                    // Firefox withholds the adapter's vendor and description from pages.
+                    let name = if name.trim().is_empty() { "the browser does not name the adapter".into() } else { name };
                     Ok((device, format!("WebGPU ({name})"), facts.buffer_limit))
                 }
                 Err(error) if choice == "auto" => {

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Drives the coto page in headless Chromium through chromedriver's W3C WebDriver HTTP API:
+// Drives the coto page in headless Chromium (through chromedriver's W3C WebDriver HTTP API) or Firefox:
 // opens the page, waits until `window.cotoPage.status` is "done" or "error", then saves a
 // screenshot, predictions for the given texts, the adapter files and result.json.
 //
@@ -7,10 +7,14 @@
 //   node web/e2e/drive.mjs --url 'http://127.0.0.1:PORT/?steps=6&batch=4&autostart=1' --out DIR
 //       [--chromium /usr/bin/chromium] [--chromedriver /usr/bin/chromedriver]
 //       [--timeout 600] [--text "some text"]... [--lose-gpu-at STEP]
+//       [--browser chromium|firefox] [--firefox /usr/bin/firefox-esr]
 //
 // With --lose-gpu-at, the driver destroys the page's GPU devices once the run has passed STEP
 // and kept a state, as a driver reset would, then presses "Continue on the CPU" and waits for
 // the run to finish there.
+//
+// Chromium is driven through chromedriver; Firefox through puppeteer-core (web/e2e/firefox.mjs,
+// installed with `npm ci --prefix web/e2e`).
 //
 // Exit status: 0 when the run finished ("done") and every prediction and the export
 // succeeded, 1 otherwise, 2 for invalid arguments. Only 127.0.0.1 is contacted.
@@ -21,12 +25,16 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 
-const USAGE = `Usage: node web/e2e/drive.mjs --url URL --out DIR [--chromium PATH] [--chromedriver PATH] [--timeout SECONDS] [--text TEXT]...
+import { FirefoxDriver } from "./firefox.mjs";
+
+const USAGE = `Usage: node web/e2e/drive.mjs --url URL --out DIR [--browser chromium|firefox] [--chromium PATH] [--chromedriver PATH] [--firefox PATH] [--timeout SECONDS] [--text TEXT]... [--lose-gpu-at STEP]
 
   --url           page to open; its host must be 127.0.0.1 (e.g. http://127.0.0.1:8000/?steps=6&batch=4&autostart=1)
   --out           directory for screenshot.png, result.json, console.log, chromedriver.log and adapter/
   --chromium      Chromium binary (default /usr/bin/chromium)
   --chromedriver  chromedriver binary (default /usr/bin/chromedriver)
+  --browser       chromium (default) or firefox
+  --firefox       Firefox binary (default /usr/bin/firefox-esr)
   --timeout       seconds to wait for the run to finish (default 600)
   --text          a sentence to classify after training; repeat for several
   --lose-gpu-at   destroy the GPU device after this step, then continue the run on the CPU`;
@@ -46,6 +54,8 @@ function parseArguments(argv) {
     out: null,
     chromium: "/usr/bin/chromium",
     chromedriver: "/usr/bin/chromedriver",
+    browser: "chromium",
+    firefox: "/usr/bin/firefox-esr",
     timeout: 600,
     texts: [],
     loseGpuAt: null,
@@ -73,6 +83,15 @@ function parseArguments(argv) {
         break;
       case "--chromedriver":
         options.chromedriver = value;
+        break;
+      case "--browser":
+        if (!["chromium", "firefox"].includes(value)) {
+          throw new UsageError(`--browser must be chromium or firefox, not ${value}.`);
+        }
+        options.browser = value;
+        break;
+      case "--firefox":
+        options.firefox = value;
         break;
       case "--timeout":
         options.timeout = Number(value);
@@ -105,9 +124,13 @@ function parseArguments(argv) {
   if (url.hostname !== "127.0.0.1" || !["http:", "https:"].includes(url.protocol)) {
     throw new UsageError(`--url must be an http(s) URL on 127.0.0.1, not ${options.url}.`);
   }
-  for (const [flag, file] of [["--chromium", options.chromium], ["--chromedriver", options.chromedriver]]) {
+  const binaries =
+    options.browser === "firefox"
+      ? [["--firefox", options.firefox]]
+      : [["--chromium", options.chromium], ["--chromedriver", options.chromedriver]];
+  for (const [flag, file] of binaries) {
     if (!fs.existsSync(file)) {
-      throw new UsageError(`${flag} ${file} does not exist; install Chromium and chromedriver or pass their paths.`);
+      throw new UsageError(`${flag} ${file} does not exist; install the browser (and chromedriver for Chromium) or pass its path.`);
     }
   }
   return options;
@@ -246,6 +269,29 @@ class Driver {
    */
   executeAsync(script, args = []) {
     return this.sessionCommand("POST", "/execute/async", { script, args }, SCRIPT_TIMEOUT_MS + 30_000);
+  }
+
+  async open(url) {
+    await this.sessionCommand("POST", "/url", { url }, PAGE_LOAD_TIMEOUT_MS + 10_000);
+  }
+
+  /** Saves a PNG of the page, with the window `height` pixels tall. */
+  async screenshot(file, height) {
+    try {
+      await this.sessionCommand("POST", "/window/rect", { width: 1280, height });
+      await this.execute("return new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));");
+    } catch (error) {
+      console.error(`Resizing the window for the screenshot failed: ${error.message}`);
+    }
+    const png = await this.sessionCommand("GET", "/screenshot");
+    fs.writeFileSync(file, Buffer.from(png, "base64"));
+  }
+
+  /** Writes the browser console's messages to `file`. */
+  async consoleLog(file) {
+    const entries = await this.sessionCommand("POST", "/se/log", { type: "browser" });
+    const lines = (entries ?? []).map((entry) => `${new Date(entry.timestamp).toISOString()} ${entry.level} ${entry.message}`);
+    fs.writeFileSync(file, lines.join("\n") + (lines.length > 0 ? "\n" : ""));
   }
 
   /** Stops the session, chromedriver and the browser, and deletes the browser profile. */
@@ -402,24 +448,18 @@ async function waitForRun(driver, timeoutSeconds, loseGpuAt, recovery) {
 }
 
 async function saveScreenshot(driver, file) {
+  let height = 1000;
   try {
-    const height = await driver.execute("return document.documentElement.scrollHeight;");
-    const target = Math.min(MAX_SCREENSHOT_HEIGHT, Math.max(600, Number(height) || 1000));
-    await driver.sessionCommand("POST", "/window/rect", { width: 1280, height: target });
-    await driver.execute("return new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));");
+    height = await driver.execute("return document.documentElement.scrollHeight;");
   } catch (error) {
-    console.error(`Resizing the window for the screenshot failed: ${error.message}`);
+    console.error(`Reading the page height failed: ${error.message}`);
   }
-  const png = await driver.sessionCommand("GET", "/screenshot");
-  fs.writeFileSync(file, Buffer.from(png, "base64"));
+  await driver.screenshot(file, Math.min(MAX_SCREENSHOT_HEIGHT, Math.max(600, Number(height) || 1000)));
 }
 
-/** Saves the browser console, through chromedriver's log endpoint outside the W3C standard. */
 async function saveConsoleLog(driver, file) {
   try {
-    const entries = await driver.sessionCommand("POST", "/se/log", { type: "browser" });
-    const lines = (entries ?? []).map((entry) => `${new Date(entry.timestamp).toISOString()} ${entry.level} ${entry.message}`);
-    fs.writeFileSync(file, lines.join("\n") + (lines.length > 0 ? "\n" : ""));
+    await driver.consoleLog(file);
   } catch (error) {
     fs.writeFileSync(file, `Reading the browser console failed: ${error.message}\n`);
   }
@@ -438,7 +478,7 @@ async function main() {
   }
 
   fs.mkdirSync(options.out, { recursive: true });
-  const driver = new Driver(options);
+  const driver = options.browser === "firefox" ? new FirefoxDriver(options, await findFreePort()) : new Driver(options);
   const stopOnSignal = async (signal) => {
     console.error(`Received ${signal}; stopping the browser.`);
     await driver.stop();
@@ -465,10 +505,10 @@ async function main() {
   const failures = [];
 
   try {
-    await driver.start(path.join(options.out, "chromedriver.log"));
+    await driver.start(path.join(options.out, options.browser === "firefox" ? "firefox.log" : "chromedriver.log"));
     const capabilities = await driver.createSession();
     console.log(`Browser: ${capabilities?.browserName} ${capabilities?.browserVersion}; opening ${options.url}`);
-    await driver.sessionCommand("POST", "/url", { url: options.url }, PAGE_LOAD_TIMEOUT_MS + 10_000);
+    await driver.open(options.url);
 
     const state = await waitForRun(driver, options.timeout, options.loseGpuAt, result.recovery);
     Object.assign(result, {
