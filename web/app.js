@@ -18,7 +18,7 @@ const RATE_WINDOW_STEPS = 20;
 
 // The page keeps the run's state (adapter, optimizer moments, CoTo draw) at most this many
 // seconds of training apart, so that a lost GPU costs at most that much work. Reading the
-// state back costs one GPU readback per trainable tensor.
+// state back costs one GPU readback per parameter and per optimizer moment.
 const KEEP_STATE_SECONDS = 5;
 
 const WEBGPU_MISSING_MESSAGE =
@@ -119,6 +119,9 @@ function createRunState(created, inputs) {
     keptState: null,
     // The GPUDevice the trainer runs on, or null on the CPU.
     gpuDevice: null,
+    // After continuing on the CPU: the step of the state it started from, and the step at which the GPU failed.
+    continuedFrom: null,
+    failedAfter: null,
   };
 }
 
@@ -668,7 +671,12 @@ function showRunFacts() {
 
   const notice = $("device-notice");
   const usesCpu = page.device.startsWith("CPU");
-  if (usesCpu && run.deviceChoice === "auto" && "gpu" in navigator) {
+  if (run.continuedFrom !== null) {
+    notice.textContent =
+      `The GPU failed after step ${run.failedAfter}, so the run continues on the CPU from step ` +
+      `${run.continuedFrom}, the last state kept on the GPU.`;
+    notice.hidden = false;
+  } else if (usesCpu && run.deviceChoice === "auto" && "gpu" in navigator) {
     notice.textContent =
       "This browser has WebGPU, but no GPU adapter could be started, so training runs on the CPU. " +
       "The browser console shows the reason.";
@@ -734,6 +742,11 @@ async function trainLoop() {
         continue;
       }
       if (state.ended) {
+        // The trained model lives on the GPU; a kept final state brings it to the CPU if the GPU is lost.
+        await keepState(state, current);
+        if (state !== run || current !== trainer) {
+          return;
+        }
         finishRun(state);
         return;
       }
@@ -806,7 +819,8 @@ async function evaluateNow(state, current) {
     const started = performance.now();
     const evaluatedStep = page.stepCount;
     const report = await exclusive(() => current.evaluate());
-    if (state !== run) {
+    // After a lost GPU the run goes on with another trainer, and this result is stale.
+    if (state !== run || current !== trainer) {
       return;
     }
     const metrics = report.metrics;
@@ -856,7 +870,9 @@ function failRun(error) {
   if (/device.*lost|lost.*device/i.test(message)) {
     message = `The GPU device was lost: ${message}`;
   }
-  showError(`Training failed at step ${page.stepCount}: ${message}`);
+  // Any failure on the GPU can be left behind: the kept state continues on the CPU.
+  const kept = page.device?.startsWith("WebGPU") ? run?.keptState : null;
+  showError(`Training failed at step ${page.stepCount}: ${message}`, { continueFrom: kept?.step ?? null });
   if (run !== null && page.evaluations.length > 0) {
     showFinalMetrics(run);
   }
@@ -946,7 +962,7 @@ function onGpuDeviceLost(device, info) {
     `The GPU device was lost after step ${page.stepCount} (${reason}${detail}). ` +
     "This happens when the GPU driver restarts, the GPU is needed elsewhere, or the browser reclaims it.";
   if (kept === null) {
-    showError(`${message} No state was kept yet, so the run starts again.`, { statusText: "The GPU was lost." });
+    showError(`${message} No state was kept yet, so the run must start again.`, { statusText: "The GPU was lost." });
   } else {
     showError(`${message} The state after step ${kept.step} is kept.`, {
       continueFrom: kept.step,
@@ -956,14 +972,18 @@ function onGpuDeviceLost(device, info) {
   scheduleRender();
 }
 
-/** Continues a run whose GPU was lost on the CPU, from the state kept last. */
+/** Continues a run that failed on the GPU (or lost it) on the CPU, from the state kept last. */
 async function continueOnCpu() {
   const state = run;
   const kept = state?.keptState;
-  if (!kept || page.deviceLost === null) {
+  if (!kept || page.status !== "error") {
     return;
   }
+
   setStatus("loading", `Continuing on the CPU from step ${kept.step}…`);
+  // The GPU is left behind, so its loss no longer concerns this run.
+  state.gpuDevice = null;
+
   let created;
   try {
     logEvent("Loading a fresh instance of the WASM package for the CPU.");
@@ -980,10 +1000,12 @@ async function continueOnCpu() {
   if (state !== run) {
     return;
   }
+
   trainer = created;
   trainerUsable = true;
   page.deviceLost = null;
-  state.gpuDevice = null;
+  state.failedAfter = page.stepCount;
+  state.continuedFrom = kept.step;
   rewindTo(state, kept);
   page.device = created.device;
   page.deviceHistory.push(created.device);
@@ -1070,7 +1092,8 @@ function showFinalMetrics(state) {
       ["Mean steps/s", (page.stepCount / (state.trainingMs / 1000)).toFixed(2)],
     );
   }
-  rows.push(["Device", page.device ?? "–"]);
+  const devices = page.deviceHistory.length > 1 ? page.deviceHistory.join(", then ") : page.device;
+  rows.push(["Device", devices ?? "–"]);
   for (const row of rows) {
     table.append(tableRow(row, { numeric: [1] }));
   }
