@@ -6,6 +6,7 @@
 //! NOTE: the kernels are tested for correctness on llvmpipe and in Chromium's WebGPU; their
 //! speed has been measured only on llvmpipe, where they match the composed operations.
 
+mod gelu;
 mod ops;
 mod wgsl;
 
@@ -14,6 +15,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use burn::nn::Linear;
 use burn::tensor::{Device, Tensor};
 
+pub use gelu::{CpuGelu, CpuGeluParts};
 pub use ops::{LoraKernelParts, LoraKernels};
 
 use crate::lora::LoraAdapter;
