@@ -53,3 +53,27 @@ fn gelu_value_and_gradient_are_exact() {
         }
     }
 }
+
+/// A transposed (not row-major) input gives the transposed result, in both directions.
+#[test]
+fn gelu_of_transposed_input_matches() {
+    let values: Vec<f32> = (0..120_000).map(|i| ((i * 7919) % 2401) as f32 / 100.0 - 12.0).collect();
+    for (name, device) in common::devices() {
+        let device = device.autodiff();
+        let x = Tensor::<2>::from_data(TensorData::new(values.clone(), [300, 400]), &device).require_grad();
+        let transposed = exact_gelu(x.clone().transpose());
+        let direct = exact_gelu(x.clone()).transpose();
+        let (a, b): (Vec<f32>, Vec<f32>) = (
+            transposed.clone().inner().into_data().try_to_vec().unwrap(),
+            direct.inner().into_data().try_to_vec().unwrap(),
+        );
+        assert_eq!(a, b, "gelu of a transposed input on {name}");
+
+        let weights = Tensor::<2>::from_data(TensorData::new(values.clone(), [400, 300]), &device);
+        let grads = (transposed * weights.clone()).sum().backward();
+        let slopes: Vec<f32> = x.grad(&grads).expect("x has a gradient").into_data().try_to_vec().unwrap();
+        let expected_grads = (exact_gelu(x.clone()) * weights.transpose()).sum().backward();
+        let expected: Vec<f32> = x.grad(&expected_grads).expect("x has a gradient").into_data().try_to_vec().unwrap();
+        assert_eq!(slopes, expected, "gelu gradient through a transposed input on {name}");
+    }
+}

@@ -34,7 +34,8 @@ pub trait CpuGeluParts: Backend {
 impl CpuGeluParts for Flex {
     fn exact_gelu_forward(x: FloatTensor<Self>) -> FloatTensor<Self> {
         let shape = x.shape();
-        let input = float32_values(x);
+        let x = row_major(x);
+        let input = float32_values(&x);
         let mut output = vec![0f32; input.len()];
         for_each_chunk(&mut output, |start, part| {
             let input = &input[start..start + part.len()];
@@ -47,7 +48,8 @@ impl CpuGeluParts for Flex {
 
     fn exact_gelu_backward(x: FloatTensor<Self>, dy: FloatTensor<Self>) -> FloatTensor<Self> {
         let shape = x.shape();
-        let (input, upstream) = (float32_values(x), float32_values(dy));
+        let (x, dy) = (row_major(x), row_major(dy));
+        let (input, upstream) = (float32_values(&x), float32_values(&dy));
         let mut output = vec![0f32; input.len()];
         for_each_chunk(&mut output, |start, part| {
             let range = start..start + part.len();
@@ -95,11 +97,15 @@ impl<B: Backend + CpuGeluParts, C: CheckpointStrategy> CpuGelu for Autodiff<B, C
     }
 }
 
-/// Returns the values of a float32 tensor in row-major order.
-fn float32_values(tensor: FloatTensor<Flex>) -> Vec<f32> {
-    let data = tensor.into_data();
-    assert_eq!(data.dtype(), DType::F32, "the CPU GELU takes float32 tensors");
-    data.try_into_vec::<f32>().unwrap_or_default()
+/// Returns `tensor` itself when its values lie in row-major order, else a row-major copy.
+fn row_major(tensor: FloatTensor<Flex>) -> FloatTensor<Flex> {
+    if tensor.as_slice::<f32>().is_some() { tensor } else { tensor.to_contiguous() }
+}
+
+/// Borrows the values of a row-major float32 tensor without copying them.
+fn float32_values(tensor: &FloatTensor<Flex>) -> &[f32] {
+    assert_eq!(tensor.dtype(), DType::F32, "the CPU GELU takes float32 tensors");
+    tensor.as_slice::<f32>().expect("a row-major tensor, from `row_major`")
 }
 
 /// Runs `fill(start, part)` over chunks of `out` on all cores (one thread where the platform
