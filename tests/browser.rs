@@ -193,9 +193,9 @@ fn page_trains_tiny_model_in_firefox() {
     check_run(&result, &out, &model, 16, 1e-4, "WebGPU");
 }
 
-/// The GPU is lost mid-run (the driver destroys the page's GPUDevice, which WebGPU reports
-/// as lost): the page reports it, keeps the state of a finished step, continues from it on the CPU
-/// when asked, and the finished adapter still predicts natively what the page predicts.
+/// The GPU is lost mid-run: the driver destroys the page's GPUDevice, which WebGPU reports as
+/// lost. The page reports it, keeps the state of a finished step and continues from it on the
+/// CPU when asked. The finished adapter still predicts natively what the page predicts.
 #[test]
 fn page_continues_on_cpu_after_gpu_loss() {
     if skip() {

@@ -85,8 +85,8 @@ fn resumed_run_matches_uninterrupted_run() {
 
 /// The web page's recovery from a lost GPU: the state after step 5, read without blocking and
 /// kept as bytes, continues on the CPU. From a CPU run it ends exactly where an uninterrupted
-/// run ends; from a GPU run (whose dropout masks come from another generator) the CPU trainer
-/// starts from exactly the saved parameters and finishes the run.
+/// run ends. A GPU run draws its dropout masks from another generator, so from a GPU run the
+/// test checks that the CPU trainer starts from exactly the saved parameters and finishes.
 #[test]
 fn state_bytes_continue_on_the_cpu() {
     let dir = temp_dir("state-bytes");

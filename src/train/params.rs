@@ -31,7 +31,7 @@ pub async fn trainable_params_async<M: Module>(module: &M) -> Result<WeightMap> 
 
 const PARAMS_SOURCE: &str = "trainable parameters";
 
-/// Every trainable parameter of `module` as `(path, shape, flattened values)`.
+/// Lists every trainable parameter of `module` as `(path, shape, flattened values)`.
 fn trainable_tensors<M: Module>(module: &M) -> Vec<(String, Vec<usize>, Tensor<1>)> {
     let mut reader = ParamReader {
         path: Vec::new(),

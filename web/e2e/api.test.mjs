@@ -66,7 +66,8 @@ test("restoreState continues a run exactly", async () => {
   const first = await Trainer.create(modelFiles(), data(), settings, "cpu");
   await first.train(3);
   const state = await first.saveState();
-  assert.ok(state instanceof Uint8Array && state.length > 0);
+  assert.ok(state instanceof Uint8Array, "saveState() resolves to a Uint8Array");
+  assert.ok(state.length > 0, "the saved state is not empty");
   const uninterrupted = [];
   await first.train(3, (report) => uninterrupted.push(report.loss));
 

@@ -405,9 +405,9 @@ function describeProgress(state) {
 }
 
 /**
- * Polls the page until the run is done or failed, or the timeout passes. With `loseGpuAt`,
- * destroys the GPU devices once the run has passed that step and kept a state, and continues
- * on the CPU when the page offers it; `recovery` records what happened.
+ * Polls the page until the run is done or failed, or the timeout passes. With `loseGpuAt`, it
+ * destroys the GPU devices once the run has passed that step and kept a state. Then it
+ * continues on the CPU when the page offers it, and records what happened in `recovery`.
  */
 async function waitForRun(driver, timeoutSeconds, loseGpuAt, recovery) {
   const deadline = Date.now() + timeoutSeconds * 1000;
