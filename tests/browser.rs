@@ -144,15 +144,22 @@ fn check_run(
     }
 }
 
-/// Writes a tiny BERT and a synthetic data set under a new `name` directory and serves them.
-/// Returns the directory, the model directory and the server.
-fn serve_tiny_model(name: &str) -> (PathBuf, PathBuf, Server) {
+/// URL parameters of the tiny model's 32-step run.
+const TINY_RUN: &str = "steps=32&epochs=4&batch=8&maxLength=16&evalEvery=16&lr=0.01&autostart=1";
+
+/// Writes a tiny BERT and a synthetic data set under a new `name` directory, serves them, and
+/// drives the page with the URL parameters `query` and the driver arguments `extra`. Returns
+/// the driver's result, its output directory and the model directory.
+fn run_tiny_page(name: &str, query: &str, extra: &[&str]) -> (serde_json::Value, PathBuf, PathBuf) {
     let dir = temp_dir(name);
     let model = write_tiny_bert(&dir.join("model"), 4);
     let data = dir.join("data.tsv");
     std::fs::write(&data, synthetic_lines(160, 5).join("\n")).unwrap();
     let server = Server::start(&model, &data);
-    (dir, model, server)
+    let out = dir.join("run");
+    let result = drive(&format!("{}?{query}", server.url), &out, 900, extra);
+    drop(server);
+    (result, out, model)
 }
 
 #[test]
@@ -160,11 +167,7 @@ fn page_trains_tiny_model_on_webgpu() {
     if skip() {
         return;
     }
-    let (dir, model, server) = serve_tiny_model("browser-tiny");
-    let url = format!("{}?steps=32&epochs=4&batch=8&maxLength=16&evalEvery=16&lr=0.01&autostart=1", server.url);
-    let out = dir.join("run");
-    let result = drive(&url, &out, 900, &[]);
-    drop(server);
+    let (result, out, model) = run_tiny_page("browser-tiny", TINY_RUN, &[]);
     // WebGPU and the CPU backend round differently; 1e-4 is far below the logits' spread.
     check_run(&result, &out, &model, 16, 1e-4, "WebGPU");
 }
@@ -185,11 +188,7 @@ fn page_trains_tiny_model_in_firefox() {
         Path::new("/usr/bin/firefox-esr").is_file(),
         "/usr/bin/firefox-esr is missing; install Debian's firefox-esr"
     );
-    let (dir, model, server) = serve_tiny_model("browser-firefox");
-    let url = format!("{}?steps=32&epochs=4&batch=8&maxLength=16&evalEvery=16&lr=0.01&autostart=1", server.url);
-    let out = dir.join("run");
-    let result = drive(&url, &out, 900, &["--browser", "firefox"]);
-    drop(server);
+    let (result, out, model) = run_tiny_page("browser-firefox", TINY_RUN, &["--browser", "firefox"]);
     check_run(&result, &out, &model, 16, 1e-4, "WebGPU");
 }
 
@@ -201,11 +200,8 @@ fn page_continues_on_cpu_after_gpu_loss() {
     if skip() {
         return;
     }
-    let (dir, model, server) = serve_tiny_model("browser-lost");
-    let url = format!("{}?steps=24&epochs=4&batch=8&maxLength=16&evalEvery=12&lr=0.01&autostart=1", server.url);
-    let out = dir.join("run");
-    let result = drive(&url, &out, 900, &["--lose-gpu-at", "6"]);
-    drop(server);
+    let query = "steps=24&epochs=4&batch=8&maxLength=16&evalEvery=12&lr=0.01&autostart=1";
+    let (result, out, model) = run_tiny_page("browser-lost", query, &["--lose-gpu-at", "6"]);
 
     let recovery = &result["recovery"];
     let lost_at = recovery["lostAtStep"].as_u64().expect("the driver destroyed the GPU device");

@@ -102,22 +102,22 @@ fn state_bytes_continue_on_the_cpu() {
         for _ in 0..5 {
             first.step().unwrap();
         }
-        let kept = first.snapshot();
+        let saved = first.snapshot();
         let bytes = coto::device::block_on(first.snapshot_async()).unwrap().to_bytes().unwrap();
         drop(first);
 
         let snapshot = TrainerSnapshot::from_bytes(&bytes, std::path::Path::new("state")).unwrap();
-        assert_eq!(snapshot.state, kept.state, "state read back on {name}");
+        assert_eq!(snapshot.state, saved.state, "state read back on {name}");
         let mut resumed = new_trainer(&cpu, &model);
         resumed.restore(&snapshot).unwrap();
         assert_eq!(resumed.step_count(), 5);
         let restored = trainable_params(resumed.model());
-        for tensor in kept.params.names() {
-            let (a, e) = (restored.get_any(tensor).unwrap(), kept.params.get_any(tensor).unwrap());
+        for tensor in saved.params.names() {
+            let (a, e) = (restored.get_any(tensor).unwrap(), saved.params.get_any(tensor).unwrap());
             assert_eq!(a.data, e.data, "{tensor} changed on its way from {name} to the CPU");
         }
-        for tensor in kept.moments.names() {
-            let (a, e) = (snapshot.moments.get_any(tensor).unwrap(), kept.moments.get_any(tensor).unwrap());
+        for tensor in saved.moments.names() {
+            let (a, e) = (snapshot.moments.get_any(tensor).unwrap(), saved.moments.get_any(tensor).unwrap());
             assert_eq!(a.data, e.data, "moment {tensor} changed on its way from {name}");
         }
         finish(&mut resumed);

@@ -871,8 +871,8 @@ function failRun(error) {
     message = `The GPU device was lost: ${message}`;
   }
   // Any failure on the GPU can be left behind: the kept state continues on the CPU.
-  const kept = page.device?.startsWith("WebGPU") ? run?.keptState : null;
-  showError(`Training failed at step ${page.stepCount}: ${message}`, { continueFrom: kept?.step ?? null });
+  const saved = page.device?.startsWith("WebGPU") ? run?.keptState : null;
+  showError(`Training failed at step ${page.stepCount}: ${message}`, { continueFrom: saved?.step ?? null });
   if (run !== null && page.evaluations.length > 0) {
     showFinalMetrics(run);
   }
@@ -951,8 +951,8 @@ function onGpuDeviceLost(device, info) {
     logEvent(`A GPU device of this page was lost (${reason}${detail}).`);
     return;
   }
-  const kept = state.keptState;
-  page.deviceLost = { reason, message: info?.message ?? "", step: kept?.step ?? 0 };
+  const saved = state.keptState;
+  page.deviceLost = { reason, message: info?.message ?? "", step: saved?.step ?? 0 };
   trainer = null;
   trainerUsable = false;
   packageCrashed = true;
@@ -961,11 +961,11 @@ function onGpuDeviceLost(device, info) {
   const message =
     `The GPU device was lost after step ${page.stepCount} (${reason}${detail}). ` +
     "This happens when the GPU driver restarts, the GPU is needed elsewhere, or the browser reclaims it.";
-  if (kept === null) {
+  if (saved === null) {
     showError(`${message} No state was kept yet, so the run must start again.`, { statusText: "The GPU was lost." });
   } else {
-    showError(`${message} The state after step ${kept.step} is kept.`, {
-      continueFrom: kept.step,
+    showError(`${message} The state after step ${saved.step} is kept.`, {
+      continueFrom: saved.step,
       statusText: "The GPU was lost.",
     });
   }
@@ -975,12 +975,12 @@ function onGpuDeviceLost(device, info) {
 /** Continues a run that failed on the GPU (or lost it) on the CPU, from the state kept last. */
 async function continueOnCpu() {
   const state = run;
-  const kept = state?.keptState;
-  if (!kept || page.status !== "error") {
+  const saved = state?.keptState;
+  if (!saved || page.status !== "error") {
     return;
   }
 
-  setStatus("loading", `Continuing on the CPU from step ${kept.step}…`);
+  setStatus("loading", `Continuing on the CPU from step ${saved.step}…`);
   // The GPU is left behind, so its loss no longer concerns this run.
   state.gpuDevice = null;
 
@@ -989,12 +989,12 @@ async function continueOnCpu() {
     logEvent("Loading a fresh instance of the WASM package for the CPU.");
     await loadPackage(true);
     created = await wasmPackage.Trainer.create(state.inputs.model, state.inputs.data, state.inputs.settings, "cpu");
-    await created.restoreState(kept.bytes);
+    await created.restoreState(saved.bytes);
   } catch (error) {
     if (error instanceof WebAssembly.RuntimeError) {
       packageCrashed = true;
     }
-    showError(`Continuing on the CPU failed: ${errorMessage(error)}`, { continueFrom: kept.step });
+    showError(`Continuing on the CPU failed: ${errorMessage(error)}`, { continueFrom: saved.step });
     return;
   }
   if (state !== run) {
@@ -1005,24 +1005,24 @@ async function continueOnCpu() {
   trainerUsable = true;
   page.deviceLost = null;
   state.failedAfter = page.stepCount;
-  state.continuedFrom = kept.step;
-  rewindTo(state, kept);
+  state.continuedFrom = saved.step;
+  rewindTo(state, saved);
   page.device = created.device;
   page.deviceHistory.push(created.device);
-  logEvent(`Continuing on ${page.device} from step ${kept.step} of ${page.totalSteps}.`);
+  logEvent(`Continuing on ${page.device} from step ${saved.step} of ${page.totalSteps}.`);
   showRunFacts();
   scheduleRender();
   await trainLoop();
 }
 
 /** Drops what the page recorded after the kept state's step. */
-function rewindTo(state, kept) {
-  page.stepCount = kept.step;
-  page.losses.length = kept.step;
-  state.activeGroups.length = kept.step;
-  page.evaluations = page.evaluations.filter((evaluation) => evaluation.step <= kept.step);
-  state.lastEvaluatedStep = Math.min(state.lastEvaluatedStep, kept.step);
-  state.trainingMs = kept.trainingMs;
+function rewindTo(state, saved) {
+  page.stepCount = saved.step;
+  page.losses.length = saved.step;
+  state.activeGroups.length = saved.step;
+  page.evaluations = page.evaluations.filter((evaluation) => evaluation.step <= saved.step);
+  state.lastEvaluatedStep = Math.min(state.lastEvaluatedStep, saved.step);
+  state.trainingMs = saved.trainingMs;
   state.stepDurations = [];
   state.ended = false;
   page.stepsPerSecond = null;

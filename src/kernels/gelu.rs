@@ -68,7 +68,7 @@ impl CpuGelu for Flex {
     }
 }
 
-/// The backward step of [`CpuGelu`]; the state is the input `x`.
+/// The backward step of [`CpuGelu`]. Its state is the input `x`.
 #[derive(Debug)]
 struct GeluBackward;
 
@@ -153,7 +153,7 @@ fn normal_cdf(x: f32) -> f32 {
     if x >= 0.0 { 1.0 - tail } else { tail }
 }
 
-/// `erfc(z)` for `z ≥ 0` as `t·exp(−z² + P(t))`, `t = 1/(1 + z/2)`, with the coefficients of
+/// Computes `erfc(z)` for `z ≥ 0` as `t·exp(−z² + P(t))`, `t = 1/(1 + z/2)`, with the coefficients of
 /// the classic Chebyshev fit `erfcc` (relative error about 1e-7 over [0, 9] when evaluated in
 /// f64; `tests/gelu.rs` checks the GELU built on it).
 #[inline]

@@ -177,7 +177,8 @@ impl AdamW {
         (tensors, self.update_counts())
     }
 
-    /// [`AdamW::export_moments`] without blocking on the device, for browsers.
+    /// Copies the moments like [`AdamW::export_moments`], without blocking on the device (for
+/// browsers).
     pub async fn export_moments_async(&self) -> Result<(WeightMap, BTreeMap<String, u64>)> {
         let mut tensors = WeightMap::new(MOMENTS_SOURCE);
         for (name, moment) in self.moment_tensors() {

@@ -19,7 +19,8 @@ pub fn trainable_params<M: Module>(module: &M) -> WeightMap {
     out
 }
 
-/// [`trainable_params`] without blocking on the device, for browsers.
+/// Copies the trainable parameters like [`trainable_params`], without blocking on the device
+/// (for browsers).
 pub async fn trainable_params_async<M: Module>(module: &M) -> Result<WeightMap> {
     let mut out = WeightMap::new(PARAMS_SOURCE);
     for (path, shape, values) in trainable_tensors(module) {

@@ -396,7 +396,8 @@ impl Trainer {
         }
     }
 
-    /// [`Trainer::snapshot`] without blocking on the device, for WebGPU in a browser.
+    /// Captures the run's state like [`Trainer::snapshot`], without blocking on the device (for
+/// WebGPU in a browser).
     pub async fn snapshot_async(&self) -> Result<TrainerSnapshot> {
         let (moments, optimizer_steps) = self.optimizer.export_moments_async().await?;
         Ok(TrainerSnapshot {

@@ -219,7 +219,7 @@ impl Trainer {
         })
     }
 
-    /// The run's state after the last completed step: the trainable parameters, AdamW's
+    /// Reads the run's state after the last completed step: the trainable parameters, AdamW's
     /// moments, the CoTo draw and generator, and the data order. Resolves to a `Uint8Array`
     /// (one safetensors buffer) that [`Trainer::restore_state`] of a trainer with the same
     /// model, data and settings continues from, on any device. The page keeps the latest one
