@@ -54,3 +54,13 @@ pub fn standard_normal(rng: &mut CotoRng) -> f64 {
     let u2: f64 = rng.random::<f64>();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
+
+/// SplitMix64's output function: a fast, well-mixed hash of a 64-bit counter, used for
+/// counter-based dropout draws (any element's draw computed independently of the others).
+#[inline(always)]
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}

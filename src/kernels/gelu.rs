@@ -14,7 +14,10 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, TensorData};
+use burn::tensor::TensorData;
+
+use super::threads::{float32_values, row_major};
+use super::tile::exp;
 
 /// GELU, `x·Φ(x)`, on the CPU backend.
 #[backend_extension(Flex, Autodiff)]
@@ -97,17 +100,6 @@ impl<B: Backend + CpuGeluParts, C: CheckpointStrategy> CpuGelu for Autodiff<B, C
     }
 }
 
-/// Returns `tensor` itself when its values lie in row-major order, else a row-major copy.
-fn row_major(tensor: FloatTensor<Flex>) -> FloatTensor<Flex> {
-    if tensor.as_slice::<f32>().is_some() { tensor } else { tensor.to_contiguous() }
-}
-
-/// Borrows the values of a row-major float32 tensor without copying them.
-fn float32_values(tensor: &FloatTensor<Flex>) -> &[f32] {
-    assert_eq!(tensor.dtype(), DType::F32, "the CPU GELU takes float32 tensors");
-    tensor.as_slice::<f32>().expect("a row-major tensor, from `row_major`")
-}
-
 /// Runs `fill(start, part)` over chunks of `out` on all cores (one thread where the platform
 /// has no threads, as in browsers).
 fn for_each_chunk(out: &mut [f32], fill: impl Fn(usize, &mut [f32]) + Sync) {
@@ -167,24 +159,4 @@ fn erfc_nonnegative(z: f32) -> f32 {
                         + t * (0.278_868_07
                             + t * (-1.135_204 + t * (1.488_515_9 + t * (-0.822_152_2 + t * 0.170_872_77))))))));
     t * exp(-z * z + p)
-}
-
-/// `exp(x)` as `2ⁿ·e^r` with `n = round(x/ln 2)` and a degree-6 Taylor polynomial for `e^r`,
-/// `|r| ≤ ln 2 / 2` (relative error about 2e-7); 0 below −87, where `2ⁿ` leaves the normal range.
-/// Only arithmetic and bit operations, so that the compiler can vectorise the callers' loops.
-#[inline]
-fn exp(x: f32) -> f32 {
-    const LN2_HIGH: f32 = 0.693_145_75;
-    const LN2_LOW: f32 = 1.428_606_8e-6;
-    // Adding 1.5·2²³ rounds to an integer, which then sits in the low bits of the sum's mantissa.
-    const ROUND: f32 = 12_582_912.0;
-    let x = x.clamp(-87.0, 88.0);
-    let shifted = x * std::f32::consts::LOG2_E + ROUND;
-    let n = shifted - ROUND;
-    let r = (x - n * LN2_HIGH) - n * LN2_LOW;
-    let poly = 1.0
-        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let exponent = shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23;
-    let value = poly * f32::from_bits(exponent);
-    if x <= -87.0 { 0.0 } else { value }
 }

@@ -1,21 +1,30 @@
-//! Hand-written WGSL kernels for the LoRA layer (`shaders/*.wgsl`), used automatically for
-//! active plain-LoRA adapters on wgpu devices (native and WebGPU). The CPU backend keeps the
-//! composed burn operations. [`set_fused_kernels`] or `COTO_FUSED_KERNELS=0` switches the
+//! Hand-written kernels. WGSL kernels for the LoRA layer (`shaders/*.wgsl`), used automatically
+//! for active plain-LoRA adapters on wgpu devices (native and WebGPU); on burn's CPU backend,
+//! coto's own fused attention and exact GELU, vectorised for the CPU's instruction set. [`set_fused_kernels`] or `COTO_FUSED_KERNELS=0` switches the
 //! kernels off for comparison.
 //!
 //! NOTE: the kernels are tested for correctness on llvmpipe and in Chromium's WebGPU; their
 //! speed has been measured only on llvmpipe, where they match the composed operations.
 
+mod attention;
 mod gelu;
+mod linear;
 mod ops;
+pub(crate) mod simd;
+mod threads;
+#[doc(hidden)]
+pub mod tile;
 mod wgsl;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::nn::Linear;
-use burn::tensor::{Device, Tensor};
+use burn::backend::Dispatch;
+use burn::tensor::{DType, Device, Tensor};
 
+pub use attention::{AttentionSpec, CpuAttention, CpuAttentionParts, FlexAttentionSaved};
 pub use gelu::{CpuGelu, CpuGeluParts};
+pub use linear::{CpuLinear, CpuLinearParts, LinearSaved, cpu_linear_fits};
 pub use ops::{LoraKernelParts, LoraKernels};
 
 use crate::lora::LoraAdapter;
@@ -46,6 +55,23 @@ pub fn fused_kernels_enabled() -> bool {
 /// Returns whether the fused kernels apply on `device`: they are on, and it is a wgpu device.
 pub fn kernels_apply(device: &Device) -> bool {
     fused_kernels_enabled() && device.clone().without_autodiff() != Device::flex()
+}
+
+/// Applies the frozen base layer `x·W + b`: coto's own kernel on burn's CPU backend where the
+/// sizes suit it, else burn's linear layer.
+pub fn base_linear<const D: usize>(base: &Linear, x: Tensor<D>) -> Tensor<D> {
+    let [inputs, outputs] = base.weight.dims();
+    let on_cpu = x.device().without_autodiff() == Device::flex() && x.dtype() == DType::F32;
+    match &base.bias {
+        Some(bias) if on_cpu && cpu_linear_fits(inputs, outputs) => {
+            Tensor::from_dispatch(<Dispatch as CpuLinear>::cpu_linear(
+                x.into_dispatch(),
+                base.weight.val().into_dispatch(),
+                bias.val().into_dispatch(),
+            ))
+        }
+        _ => base.forward(x),
+    }
 }
 
 /// Computes the plain-LoRA layer `y = x·W + b + scaling · (dropout(x)·Aᵀ)·Bᵀ` through the

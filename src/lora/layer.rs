@@ -108,7 +108,7 @@ impl LoraAdapter {
         if crate::kernels::kernels_apply(&x.device()) {
             return crate::kernels::fused_lora_linear(base, self, x);
         }
-        base.forward(x.clone()) + self.forward_delta(x)
+        crate::kernels::base_linear(base, x.clone()) + self.forward_delta(x)
     }
 
     /// The update this adapter adds to `weight` (burn's `[in, out]` layout), detached:
@@ -206,7 +206,7 @@ impl LoraLinear {
     pub fn forward<const D: usize>(&self, x: Tensor<D>, active: bool) -> Tensor<D> {
         match &self.adapter {
             Some(adapter) if active && !self.is_merged() => adapter.forward(&self.base, x),
-            _ => self.base.forward(x),
+            _ => crate::kernels::base_linear(&self.base, x),
         }
     }
 

@@ -4,14 +4,16 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Embedding, LayerNorm};
 use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Int, Tensor};
+use burn::backend::Dispatch;
+use burn::tensor::{DType, Device, Int, Tensor};
 
 use super::config::BertConfig;
-use super::dropout::apply_dropout;
+use super::dropout::{apply_dropout, dropout_is_active, next_mask_key};
 use super::gelu::exact_gelu;
 use super::weights::WeightMap;
 use crate::coto::Gates;
 use crate::error::Result;
+use crate::kernels::{AttentionSpec, CpuAttention};
 use crate::lora::LoraLinear;
 
 /// Additive attention bias for padded key positions, as in Hugging Face (`finfo(f32).min`).
@@ -96,16 +98,40 @@ impl BertSelfAttention {
             t.reshape([batch, seq, self.num_heads, head_dim])
                 .swap_dims(1, 2)
         };
-        let q = split(self.query.forward_gated(x.clone(), gates));
-        let k = split(self.key.forward_gated(x.clone(), gates));
-        let v = split(self.value.forward_gated(x, gates));
+        let q = self.query.forward_gated(x.clone(), gates);
+        let k = self.key.forward_gated(x.clone(), gates);
+        let v = self.value.forward_gated(x, gates);
+        if q.device().without_autodiff() == Device::flex() && q.dtype() == DType::F32 {
+            return self.cpu_attention(q, k, v, mask_bias.reshape([batch, seq]));
+        }
 
+        let (q, k, v) = (split(q), split(k), split(v));
         let scores = q.matmul(k.swap_dims(2, 3)) / (head_dim as f64).sqrt() + mask_bias;
         let probs = apply_dropout(&self.dropout, softmax(scores, 3));
         probs
             .matmul(v)
             .swap_dims(1, 2)
             .reshape([batch, seq, hidden])
+    }
+}
+
+impl BertSelfAttention {
+    /// The same attention as [`Self::forward`] as one fused kernel on burn's CPU backend, from
+    /// `[batch, seq, hidden]` projections and the key bias `[batch, seq]`.
+    fn cpu_attention(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, key_bias: Tensor<2>) -> Tensor<3> {
+        let dropout = dropout_is_active(&self.dropout, &q.device());
+        let spec = AttentionSpec {
+            heads: self.num_heads,
+            dropout: if dropout { self.dropout.prob } else { 0.0 },
+            mask_key: if dropout { next_mask_key() } else { 0 },
+        };
+        Tensor::from_dispatch(<Dispatch as CpuAttention>::cpu_attention(
+            q.into_dispatch(),
+            k.into_dispatch(),
+            v.into_dispatch(),
+            key_bias.into_dispatch(),
+            spec,
+        ))
     }
 }
 

@@ -7,6 +7,8 @@ use std::cell::Cell;
 use burn::nn::Dropout;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::rng::splitmix64;
+
 thread_local! {
     /// Seed of the CPU masks of the current step on this thread, and the masks drawn since.
     /// Per thread, so that trainers on different threads do not disturb each other's streams.
@@ -41,14 +43,20 @@ pub fn apply_dropout<const D: usize>(dropout: &Dropout, x: Tensor<D>) -> Tensor<
     x * Tensor::<D>::from_data(TensorData::new(mask, shape), &device)
 }
 
-/// A mask of `len` values, each `0` with probability `prob` and `1 / (1 − prob)` otherwise.
-fn cpu_mask(len: usize, prob: f64) -> Vec<f32> {
+/// Returns the key of the next CPU mask on this thread: a hash of the step's seed and the
+/// number of masks drawn since it was set.
+pub fn next_mask_key() -> u64 {
     let (seed, stream) = MASK_STREAM.with(|cell| {
         let (seed, drawn) = cell.get();
         cell.set((seed, drawn + 1));
         (seed, drawn)
     });
-    let key = splitmix64(seed ^ splitmix64(stream));
+    splitmix64(seed ^ splitmix64(stream))
+}
+
+/// A mask of `len` values, each `0` with probability `prob` and `1 / (1 − prob)` otherwise.
+fn cpu_mask(len: usize, prob: f64) -> Vec<f32> {
+    let key = next_mask_key();
     // Compare 32-bit draws against `prob · 2³²`: the probability is exact to 2⁻³².
     let threshold = (prob * 4_294_967_296.0) as u64;
     let keep_scale = (1.0 / (1.0 - prob)) as f32;
@@ -78,14 +86,6 @@ fn cpu_mask(len: usize, prob: f64) -> Vec<f32> {
         }
     });
     mask
-}
-
-/// SplitMix64's output function: a fast, well-mixed hash of a 64-bit counter.
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]

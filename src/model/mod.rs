@@ -18,7 +18,7 @@ pub use bert::{
 };
 pub use classifier::{BertClassifier, Pooling, l2_normalize, mean_pool};
 pub use config::BertConfig;
-pub use dropout::{apply_dropout, dropout_is_active, seed_masks};
+pub use dropout::{apply_dropout, dropout_is_active, next_mask_key, seed_masks};
 pub use gelu::exact_gelu;
 pub use inject::{TARGETABLE_MODULES, adapter_slots, inject_lora, validate_targets};
 pub use tokenizer::{EncodedBatch, TextTokenizer};

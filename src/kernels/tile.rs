@@ -1,0 +1,222 @@
+//! Small dense products and element-wise helpers for coto's CPU kernels, written so that the
+//! compiler vectorises them: fixed-size register tiles, no library calls. The callers compile
+//! them once per instruction set (see [`dispatch_simd`](super::simd)).
+
+/// How a kernel computes `a·b + c`: one fused instruction where the CPU has FMA, else a
+/// multiply and an add (a library `fmaf` call per element would be far slower).
+pub trait MulAdd {
+    /// Returns `a·b + c`.
+    fn mul_add(a: f32, b: f32, c: f32) -> f32;
+}
+
+/// `a·b + c` as one fused multiply-add (only for code compiled with the `fma` feature).
+pub struct Fused;
+
+impl MulAdd for Fused {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+}
+
+/// `a·b + c` as a multiply and an add.
+pub struct Separate;
+
+impl MulAdd for Separate {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a * b + c
+    }
+}
+
+/// Row and column counts of the tile products must be multiples of this.
+pub const TILE: usize = 16;
+
+/// How the `m × k` left factor of a product lies in memory.
+#[derive(Debug, Clone, Copy)]
+pub enum Left {
+    /// Row-major with this leading dimension (at least `k`).
+    Rows(usize),
+    /// Stored transposed, as a row-major `k × m` matrix with this leading dimension (at least
+    /// `m`): the product is `Aᵀ·B` of that stored matrix.
+    Transposed(usize),
+}
+
+impl Left {
+    /// (row stride, column stride) of the `m × k` factor.
+    #[inline(always)]
+    fn strides(self) -> (usize, usize) {
+        match self {
+            Left::Rows(ld) => (ld, 1),
+            Left::Transposed(ld) => (1, ld),
+        }
+    }
+}
+
+/// Adds `A·B` to `C`: `A` is `m × k` as `left` says, `B` is `k × n` and `C` is `m × n`,
+/// row-major with leading dimensions `ldb` and `ldc`. `m` and `n` must be multiples of
+/// [`TILE`].
+///
+/// # Panics
+/// If a shape is not a multiple of [`TILE`] or a slice is too short for its shape.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+pub fn add_product<F: MulAdd>(
+    (m, n, k): (usize, usize, usize),
+    a: &[f32],
+    left: Left,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    assert!(m % TILE == 0 && n % TILE == 0, "tile product of {m} × {n}: not multiples of {TILE}");
+    if m == 0 || n == 0 {
+        return;
+    }
+    let a_fits = match left {
+        Left::Rows(ld) => ld >= k && (k == 0 || a.len() >= (m - 1) * ld + k),
+        Left::Transposed(ld) => ld >= m && (k == 0 || a.len() >= (k - 1) * ld + m),
+    };
+    assert!(a_fits, "A is too short for {m} × {k}");
+    let lda = left.strides();
+    assert!(k == 0 || (b.len() >= (k - 1) * ldb + n && ldb >= n), "B is too short for {k} × {n}");
+    assert!(c.len() >= (m - 1) * ldc + n && ldc >= n, "C is too short for {m} × {n}");
+    let mut col = 0;
+    while n - col >= 64 {
+        for row in (0..m).step_by(4) {
+            // SAFETY: the asserts above bound every index the tile reads or writes.
+            unsafe { tile::<F, 4, 64>(k, a, lda, row, b, ldb, col, c, ldc) };
+        }
+        col += 64;
+    }
+    while n - col >= 32 {
+        for row in (0..m).step_by(8) {
+            // SAFETY: as above.
+            unsafe { tile::<F, 8, 32>(k, a, lda, row, b, ldb, col, c, ldc) };
+        }
+        col += 32;
+    }
+    while n - col >= 16 {
+        for row in (0..m).step_by(8) {
+            // SAFETY: as above.
+            unsafe { tile::<F, 8, 16>(k, a, lda, row, b, ldb, col, c, ldc) };
+        }
+        col += 16;
+    }
+}
+
+/// Adds the `R × W` block of `A·B` at (`row`, `col`) to `C`, holding the block in registers
+/// over the whole `k` loop.
+///
+/// # Safety
+/// `row + R ≤ m`, `col + W ≤ n`, and the slices must cover `m × k` (with strides `a_row`,
+/// `a_col`), `k × n` and `m × n` with their leading dimensions, as [`add_product`] asserts.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<F: MulAdd, const R: usize, const W: usize>(
+    k: usize,
+    a: &[f32],
+    (a_row, a_col): (usize, usize),
+    row: usize,
+    b: &[f32],
+    ldb: usize,
+    col: usize,
+    c: &mut [f32],
+    ldc: usize,
+) {
+    let mut acc = [[0f32; W]; R];
+    for p in 0..k {
+        // SAFETY: `p < k` and `col + W ≤ n ≤ ldb`, inside `B` by the caller's contract.
+        let b_row: &[f32; W] = unsafe { &*(b.as_ptr().add(p * ldb + col) as *const [f32; W]) };
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            // SAFETY: `row + r < m` and `p < k`, inside `A` by the caller's contract.
+            let a_value = unsafe { *a.get_unchecked((row + r) * a_row + p * a_col) };
+            for (sum, &b_value) in acc_row.iter_mut().zip(b_row) {
+                *sum = F::mul_add(a_value, b_value, *sum);
+            }
+        }
+    }
+    for (r, acc_row) in acc.iter().enumerate() {
+        // SAFETY: `row + r < m` and `col + W ≤ n ≤ ldc`.
+        let c_row: &mut [f32; W] = unsafe { &mut *(c.as_mut_ptr().add((row + r) * ldc + col) as *mut [f32; W]) };
+        for (out, &sum) in c_row.iter_mut().zip(acc_row) {
+            *out += sum;
+        }
+    }
+}
+
+/// `exp(x)` as `2ⁿ·e^r` with `n = round(x/ln 2)` and a degree-6 Taylor polynomial for `e^r`,
+/// `|r| ≤ ln 2 / 2` (relative error about 2e-7); 0 below −87, where `2ⁿ` leaves the normal range.
+/// Only arithmetic and bit operations, so that the compiler can vectorise the callers' loops.
+#[inline(always)]
+pub fn exp(x: f32) -> f32 {
+    const LN2_HIGH: f32 = 0.693_145_75;
+    const LN2_LOW: f32 = 1.428_606_8e-6;
+    // Adding 1.5·2²³ rounds to an integer, which then sits in the low bits of the sum's mantissa.
+    const ROUND: f32 = 12_582_912.0;
+    let x = x.clamp(-87.0, 88.0);
+    let shifted = x * std::f32::consts::LOG2_E + ROUND;
+    let n = shifted - ROUND;
+    let r = (x - n * LN2_HIGH) - n * LN2_LOW;
+    let poly = 1.0
+        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    let exponent = shifted.to_bits().wrapping_sub(ROUND.to_bits()).wrapping_add(127) << 23;
+    let value = poly * f32::from_bits(exponent);
+    if x <= -87.0 { 0.0 } else { value }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes the transpose of the `rows × cols` row-major `src` into `dst` (`cols × rows`).
+    fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+        for i in 0..rows {
+            for j in 0..cols {
+                dst[j * rows + i] = src[i * cols + j];
+            }
+        }
+    }
+
+    fn reference(m: usize, n: usize, k: usize, a: &[f32], b: &[f32]) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| f64::from(a[i * k + p]) * f64::from(b[p * n + j])).sum::<f64>() as f32;
+            }
+        }
+        c
+    }
+
+    #[test]
+    fn tile_product_matches_a_plain_loop() {
+        // 112 columns run one 64-wide, one 32-wide and one 16-wide tile; k = 37 is odd.
+        for (m, n, k) in [(16, 112, 37), (32, 16, 1), (48, 64, 128), (16, 32, 0)] {
+            let a: Vec<f32> = (0..m * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 25.0).collect();
+            let b: Vec<f32> = (0..k * n).map(|i| ((i * 53 % 89) as f32 - 44.0) / 30.0).collect();
+            let mut c = vec![1f32; m * n];
+            add_product::<Separate>((m, n, k), &a, Left::Rows(k), &b, n, &mut c, n);
+            let want = reference(m, n, k, &a, &b);
+            for (got, want) in c.iter().zip(&want) {
+                assert!((got - (want + 1.0)).abs() < 1e-4 * (1.0 + want.abs()), "{m}×{n}×{k}: {got} vs {want} + 1");
+            }
+            // The same product from `A` stored transposed.
+            let mut a_t = vec![0f32; m * k];
+            transpose(&a, m, k, &mut a_t);
+            let mut c = vec![0f32; m * n];
+            add_product::<Fused>((m, n, k), &a_t, Left::Transposed(m), &b, n, &mut c, n);
+            for (got, want) in c.iter().zip(&want) {
+                assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "transposed {m}×{n}×{k}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn transpose_swaps_rows_and_columns() {
+        let src: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        let mut dst = vec![0f32; 6];
+        transpose(&src, 2, 3, &mut dst);
+        assert_eq!(dst, [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
+    }
+}
