@@ -7,6 +7,8 @@ use std::cell::Cell;
 use burn::nn::Dropout;
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::kernels::simd::simd_dispatch;
+use crate::kernels::tile::MulAdd;
 use crate::rng::splitmix64;
 
 thread_local! {
@@ -62,14 +64,7 @@ fn cpu_mask(len: usize, prob: f64) -> Vec<f32> {
     let keep_scale = (1.0 / (1.0 - prob)) as f32;
 
     let fill = move |index: usize, chunk: usize, part: &mut [f32]| {
-        let offset = (index * chunk / 2) as u64;
-        for (pair, values) in part.chunks_mut(2).enumerate() {
-            let bits = splitmix64(key ^ (offset + pair as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
-            for (k, value) in values.iter_mut().enumerate() {
-                let draw = (bits >> (32 * k)) & 0xFFFF_FFFF;
-                *value = if draw < threshold { 0.0 } else { keep_scale };
-            }
-        }
+        fill_mask(key, (index * chunk / 2) as u64, threshold, keep_scale, part);
     };
 
     let mut mask = vec![0f32; len];
@@ -86,6 +81,23 @@ fn cpu_mask(len: usize, prob: f64) -> Vec<f32> {
         }
     });
     mask
+}
+
+simd_dispatch! {
+    /// Fills `part` with mask values from the draws of pairs `offset..`, vectorised for the
+    /// detected instruction set.
+    fn fill_mask(key: u64, offset: u64, threshold: u64, keep_scale: f32, part: &mut [f32]) => fill_mask_generic
+}
+
+#[inline(always)]
+fn fill_mask_generic<F: MulAdd>(key: u64, offset: u64, threshold: u64, keep_scale: f32, part: &mut [f32]) {
+    for (pair, values) in part.chunks_mut(2).enumerate() {
+        let bits = splitmix64(key ^ (offset + pair as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+        for (k, value) in values.iter_mut().enumerate() {
+            let draw = (bits >> (32 * k)) & 0xFFFF_FFFF;
+            *value = if draw < threshold { 0.0 } else { keep_scale };
+        }
+    }
 }
 
 #[cfg(test)]
