@@ -1,11 +1,13 @@
 //! coto's CPU kernels against the same math composed from burn operations: the fused attention
 //! (`kernels::CpuAttention`: values, gradients, padding of odd sizes, dropout draws) and the
-//! base linear layer (`kernels::CpuLinear`).
+//! base linear layer (`kernels::CpuLinear`) and layer normalisation (`kernels::CpuLayerNorm`).
 
 use burn::backend::Dispatch;
 use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use coto::kernels::{AttentionSpec, CpuAttention, CpuLinear};
+use burn::module::Param;
+use burn::nn::LayerNormConfig;
+use coto::kernels::{AttentionSpec, CpuAttention, CpuLinear, layer_norm};
 
 /// Runs the fused kernel on `[batch, seq, heads · head_dim]` inputs and a `[batch, seq]` bias.
 fn fused(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, bias: Tensor<2>, spec: AttentionSpec) -> Tensor<3> {
@@ -188,4 +190,34 @@ fn cpu_linear_matches_burn_linear_and_its_gradients() {
     assert!(dw < 1e-3, "dW differs by {dw}");
     let db: f32 = (bias.grad(&got_grads).unwrap() - bias.grad(&want_grads).unwrap()).abs().max().into_scalar();
     assert!(db < 1e-3, "db differs by {db}");
+}
+
+#[test]
+fn cpu_layer_norm_matches_burn_and_its_gradients() {
+    // 111 rows make a ragged last unit of work; width 20 leaves a remainder after 16 lanes.
+    for width in [48, 20] {
+        let device = Device::flex().autodiff();
+        let mut norm = LayerNormConfig::new(width).with_epsilon(1e-12).init(&device);
+        norm.gamma = Param::from_tensor(Tensor::random([width], Distribution::Normal(1.0, 0.3), &device));
+        let beta = Tensor::<1>::random([width], Distribution::Normal(0.0, 0.3), &device);
+        norm.beta = Some(Param::from_tensor(beta));
+        let x = Tensor::<3>::random([3, 37, width], Distribution::Normal(0.5, 2.0), &device).require_grad();
+        let upstream = Tensor::<3>::random([3, 37, width], Distribution::Normal(0.0, 1.0), &device);
+
+        let got = layer_norm(&norm, 1e-12, x.clone());
+        let want = norm.forward(x.clone());
+        let diff = max_abs_diff(got.clone(), want.clone());
+        assert!(diff < 1e-5, "width {width}: outputs differ by {diff}");
+
+        let got_grads = (got * upstream.clone()).sum().backward();
+        let want_grads = (want * upstream).sum().backward();
+        let dx = max_abs_diff(x.grad(&got_grads).unwrap(), x.grad(&want_grads).unwrap());
+        assert!(dx < 1e-4, "width {width}: dx differs by {dx}");
+        let gamma = norm.gamma.val();
+        let dgamma: f32 = (gamma.grad(&got_grads).unwrap() - gamma.grad(&want_grads).unwrap()).abs().max().into_scalar();
+        assert!(dgamma < 1e-3, "width {width}: dgamma differs by {dgamma}");
+        let beta = norm.beta.as_ref().unwrap().val();
+        let dbeta: f32 = (beta.grad(&got_grads).unwrap() - beta.grad(&want_grads).unwrap()).abs().max().into_scalar();
+        assert!(dbeta < 1e-3, "width {width}: dbeta differs by {dbeta}");
+    }
 }

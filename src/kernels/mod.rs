@@ -8,6 +8,7 @@
 
 mod attention;
 mod gelu;
+mod layer_norm;
 mod linear;
 mod ops;
 pub(crate) mod simd;
@@ -18,12 +19,13 @@ mod wgsl;
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-use burn::nn::Linear;
+use burn::nn::{LayerNorm, Linear};
 use burn::backend::Dispatch;
 use burn::tensor::{DType, Device, Tensor};
 
 pub use attention::{AttentionSpec, CpuAttention, CpuAttentionParts, FlexAttentionSaved};
 pub use gelu::{CpuGelu, CpuGeluParts};
+pub use layer_norm::{CpuLayerNorm, CpuLayerNormParts, LayerNormSaved};
 pub use linear::{CpuLinear, CpuLinearParts, LinearSaved, cpu_linear_fits};
 pub use ops::{LoraKernelParts, LoraKernels};
 
@@ -71,6 +73,21 @@ pub fn base_linear<const D: usize>(base: &Linear, x: Tensor<D>) -> Tensor<D> {
             ))
         }
         _ => base.forward(x),
+    }
+}
+
+/// Applies `norm` (with its `epsilon`) over the last dimension of `x`: coto's own kernel on
+/// burn's CPU backend, else burn's layer normalisation.
+pub fn layer_norm<const D: usize>(norm: &LayerNorm, epsilon: f64, x: Tensor<D>) -> Tensor<D> {
+    let on_cpu = x.device().without_autodiff() == Device::flex() && x.dtype() == DType::F32;
+    match &norm.beta {
+        Some(beta) if on_cpu => Tensor::from_dispatch(<Dispatch as CpuLayerNorm>::cpu_layer_norm(
+            x.into_dispatch(),
+            norm.gamma.val().into_dispatch(),
+            beta.val().into_dispatch(),
+            epsilon,
+        )),
+        _ => norm.forward(x),
     }
 }
 

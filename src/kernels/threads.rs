@@ -26,12 +26,14 @@ impl ThreadPlan {
         (0..self.units).step_by(self.per_thread).map(|start| start..(start + self.per_thread).min(self.units)).collect()
     }
 
-    /// Splits `buffer` (`per_unit` values per unit, or empty) along [`Self::ranges`].
+    /// Splits `buffer` (`per_unit` values per unit, or empty) along [`Self::ranges`]; the last
+    /// unit may be shorter.
     pub fn split<'a, T>(&self, buffer: &'a mut [T], per_unit: usize) -> Vec<&'a mut [T]> {
         let mut rest = buffer;
         let mut parts = Vec::new();
         for range in self.ranges() {
-            let (part, tail) = std::mem::take(&mut rest).split_at_mut(range.len() * per_unit);
+            let len = (range.len() * per_unit).min(rest.len());
+            let (part, tail) = std::mem::take(&mut rest).split_at_mut(len);
             parts.push(part);
             rest = tail;
         }

@@ -82,32 +82,43 @@ pub fn add_product<F: MulAdd>(
     let lda = left.strides();
     assert!(k == 0 || (b.len() >= (k - 1) * ldb + n && ldb >= n), "B is too short for {k} × {n}");
     assert!(c.len() >= (m - 1) * ldc + n && ldc >= n, "C is too short for {m} × {n}");
+    let pack = ldb > 64;
+    let mut panel = if pack { vec![0f32; k * 64] } else { Vec::new() };
     let mut col = 0;
-    while n - col >= 64 {
-        for row in (0..m).step_by(4) {
-            // SAFETY: the asserts above bound every index the tile reads or writes.
-            unsafe { tile::<F, 4, 64>(k, a, lda, row, b, ldb, col, c, ldc) };
+    while col < n {
+        let width = match n - col {
+            64.. => 64,
+            32.. => 32,
+            _ => 16,
+        };
+        // The columns of `B` under this column of tiles, copied next to each other when `B` is
+        // wider, so that the tiles read consecutive memory.
+        let (panel_b, panel_ld, panel_col) = if pack {
+            for (p, out) in panel.chunks_exact_mut(width).take(k).enumerate() {
+                out.copy_from_slice(&b[p * ldb + col..p * ldb + col + width]);
+            }
+            (&panel[..], width, 0)
+        } else {
+            (b, ldb, col)
+        };
+        for row in (0..m).step_by(if width == 64 { 4 } else { 8 }) {
+            // SAFETY: the asserts above bound every index the tile reads or writes, and the
+            // panel holds `k` rows of `width` columns.
+            unsafe {
+                let b = (panel_b, panel_ld, panel_col);
+                match width {
+                    64 => tile::<F, 4, 64>(k, a, lda, row, b, col, c, ldc),
+                    32 => tile::<F, 8, 32>(k, a, lda, row, b, col, c, ldc),
+                    _ => tile::<F, 8, 16>(k, a, lda, row, b, col, c, ldc),
+                }
+            }
         }
-        col += 64;
-    }
-    while n - col >= 32 {
-        for row in (0..m).step_by(8) {
-            // SAFETY: as above.
-            unsafe { tile::<F, 8, 32>(k, a, lda, row, b, ldb, col, c, ldc) };
-        }
-        col += 32;
-    }
-    while n - col >= 16 {
-        for row in (0..m).step_by(8) {
-            // SAFETY: as above.
-            unsafe { tile::<F, 8, 16>(k, a, lda, row, b, ldb, col, c, ldc) };
-        }
-        col += 16;
+        col += width;
     }
 }
 
 /// Adds the `R × W` block of `A·B` at (`row`, `col`) to `C`, holding the block in registers
-/// over the whole `k` loop.
+/// over the whole `k` loop. `B` comes as (values, leading dimension, first column).
 ///
 /// # Safety
 /// `row + R ≤ m`, `col + W ≤ n`, and the slices must cover `m × k` (with strides `a_row`,
@@ -119,16 +130,15 @@ unsafe fn tile<F: MulAdd, const R: usize, const W: usize>(
     a: &[f32],
     (a_row, a_col): (usize, usize),
     row: usize,
-    b: &[f32],
-    ldb: usize,
+    (b, ldb, b_col): (&[f32], usize, usize),
     col: usize,
     c: &mut [f32],
     ldc: usize,
 ) {
     let mut acc = [[0f32; W]; R];
     for p in 0..k {
-        // SAFETY: `p < k` and `col + W ≤ n ≤ ldb`, inside `B` by the caller's contract.
-        let b_row: &[f32; W] = unsafe { &*(b.as_ptr().add(p * ldb + col) as *const [f32; W]) };
+        // SAFETY: `p < k` and `b_col + W ≤ ldb`, inside `B` by the caller's contract.
+        let b_row: &[f32; W] = unsafe { &*(b.as_ptr().add(p * ldb + b_col) as *const [f32; W]) };
         for (r, acc_row) in acc.iter_mut().enumerate() {
             // SAFETY: `row + r < m` and `p < k`, inside `A` by the caller's contract.
             let a_value = unsafe { *a.get_unchecked((row + r) * a_row + p * a_col) };

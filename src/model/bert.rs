@@ -13,7 +13,7 @@ use super::gelu::exact_gelu;
 use super::weights::WeightMap;
 use crate::coto::Gates;
 use crate::error::Result;
-use crate::kernels::{AttentionSpec, CpuAttention};
+use crate::kernels::{AttentionSpec, CpuAttention, layer_norm};
 use crate::lora::LoraLinear;
 
 /// Additive attention bias for padded key positions, as in Hugging Face (`finfo(f32).min`).
@@ -30,6 +30,8 @@ pub struct BertEmbeddings {
     pub token_type_embeddings: Embedding,
     /// `LayerNorm`.
     pub layer_norm: LayerNorm,
+    /// The LayerNorm's epsilon (`layer_norm_eps`).
+    pub layer_norm_eps: f64,
     /// Dropout on the normalised sum.
     pub dropout: Dropout,
 }
@@ -52,6 +54,7 @@ impl BertEmbeddings {
                 device,
             )?,
             layer_norm: weights.layer_norm("embeddings.LayerNorm", h, config.layer_norm_eps, device)?,
+            layer_norm_eps: config.layer_norm_eps,
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
         })
     }
@@ -68,7 +71,7 @@ impl BertEmbeddings {
         let sum = self.word_embeddings.forward(input_ids)
             + self.position_embeddings.forward(positions)
             + self.token_type_embeddings.forward(token_types);
-        apply_dropout(&self.dropout, self.layer_norm.forward(sum))
+        apply_dropout(&self.dropout, layer_norm(&self.layer_norm, self.layer_norm_eps, sum))
     }
 }
 
@@ -142,6 +145,8 @@ pub struct BertResidualOutput {
     pub dense: LoraLinear,
     /// `LayerNorm`.
     pub layer_norm: LayerNorm,
+    /// The LayerNorm's epsilon (`layer_norm_eps`).
+    pub layer_norm_eps: f64,
     /// Dropout before the residual sum.
     pub dropout: Dropout,
 }
@@ -152,6 +157,7 @@ impl BertResidualOutput {
         Ok(Self {
             dense: LoraLinear::new(weights.linear(&format!("{prefix}.dense"), d_in, h, device)?),
             layer_norm: weights.layer_norm(&format!("{prefix}.LayerNorm"), h, config.layer_norm_eps, device)?,
+            layer_norm_eps: config.layer_norm_eps,
             dropout: DropoutConfig::new(config.hidden_dropout_prob).init(),
         })
     }
@@ -160,7 +166,7 @@ impl BertResidualOutput {
     /// `[batch, seq, hidden]` to `[batch, seq, hidden]`.
     pub fn forward(&self, x: Tensor<3>, residual: Tensor<3>, gates: &Gates) -> Tensor<3> {
         let projected = apply_dropout(&self.dropout, self.dense.forward_gated(x, gates));
-        self.layer_norm.forward(projected + residual)
+        layer_norm(&self.layer_norm, self.layer_norm_eps, projected + residual)
     }
 }
 
