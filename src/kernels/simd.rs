@@ -47,8 +47,8 @@ fn detect() -> Isa {
 }
 
 /// Defines `$name`, which runs the `#[inline(always)]` generic kernel `$body::<F>` compiled
-/// for the detected [`Isa`]: `Fused` multiply-adds with AVX-512 or AVX2, `Separate` ones on the
-/// portable build.
+/// for the detected [`Isa`]: `Avx512` tiles, `Fused` multiply-adds with AVX2, `Separate` ones on
+/// the portable build.
 macro_rules! simd_dispatch {
     ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) => $body:ident) => {
         $(#[$doc])*
@@ -57,7 +57,7 @@ macro_rules! simd_dispatch {
             {
                 #[target_feature(enable = "avx512f,avx512vl,avx512dq,avx512bw,avx2,fma")]
                 fn avx512($($arg: $ty),*) {
-                    $body::<$crate::kernels::tile::Fused>($($arg),*)
+                    $body::<$crate::kernels::tile::Avx512>($($arg),*)
                 }
                 #[target_feature(enable = "avx2,fma")]
                 fn avx2($($arg: $ty),*) {

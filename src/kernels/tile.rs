@@ -3,10 +3,33 @@
 //! them once per instruction set (see [`dispatch_simd`](super::simd)).
 
 /// How a kernel computes `a·b + c`: one fused instruction where the CPU has FMA, else a
-/// multiply and an add (a library `fmaf` call per element would be far slower).
+/// multiply and an add (a library `fmaf` call per element would be far slower). It also picks
+/// the register-tile code of the products.
 pub trait MulAdd {
     /// Returns `a·b + c`.
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
+
+    /// Adds the `R × W` block of `A·B` at (`row`, `col`) to `C`, as [`tile`] does.
+    ///
+    /// # Safety
+    /// As for [`tile`].
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn add_block<const R: usize, const W: usize>(
+        k: usize,
+        a: &[f32],
+        a_strides: (usize, usize),
+        row: usize,
+        b: (&[f32], usize, usize),
+        col: usize,
+        c: &mut [f32],
+        ldc: usize,
+    ) where
+        Self: Sized,
+    {
+        // SAFETY: the caller's contract is the tile's.
+        unsafe { tile::<Self, R, W>(k, a, a_strides, row, b, col, c, ldc) }
+    }
 }
 
 /// `a·b + c` as one fused multiply-add (only for code compiled with the `fma` feature).
@@ -16,6 +39,89 @@ impl MulAdd for Fused {
     #[inline(always)]
     fn mul_add(a: f32, b: f32, c: f32) -> f32 {
         a.mul_add(b, c)
+    }
+}
+
+/// Fused multiply-adds, with register tiles written in AVX-512 intrinsics: the compiler keeps
+/// the portable tile's accumulators in memory, one load and store per multiply-add (only for
+/// code compiled with the `avx512f` and `fma` features).
+#[cfg(target_arch = "x86_64")]
+pub struct Avx512;
+
+#[cfg(target_arch = "x86_64")]
+impl MulAdd for Avx512 {
+    #[inline(always)]
+    fn mul_add(a: f32, b: f32, c: f32) -> f32 {
+        a.mul_add(b, c)
+    }
+
+    #[inline(always)]
+    unsafe fn add_block<const R: usize, const W: usize>(
+        k: usize,
+        a: &[f32],
+        a_strides: (usize, usize),
+        row: usize,
+        (b, ldb, b_col): (&[f32], usize, usize),
+        col: usize,
+        c: &mut [f32],
+        ldc: usize,
+    ) {
+        // SAFETY (all arms): the caller's contract bounds every access, as for `tile`, and the
+        // code runs only where `avx512f` was detected.
+        let (a, b, c) = unsafe {
+            (a.as_ptr().add(row * a_strides.0), b.as_ptr().add(b_col), c.as_mut_ptr().add(row * ldc + col))
+        };
+        match (R, W) {
+            (4, 64) => unsafe { avx512_block::<4, 4>(k, a, a_strides, b, ldb, c, ldc) },
+            (8, 32) => unsafe { avx512_block::<8, 2>(k, a, a_strides, b, ldb, c, ldc) },
+            (8, 16) => unsafe { avx512_block::<8, 1>(k, a, a_strides, b, ldb, c, ldc) },
+            _ => unreachable!("no AVX-512 tile of {R} × {W}"),
+        }
+    }
+}
+
+/// Adds the `R × 16·V` block of `A·B` starting at `a`, `b` and `c` (already offset to the
+/// block) to `C`, with the `R·V` accumulators in vector registers.
+///
+/// # Safety
+/// The CPU must support `avx512f`; `a` must be readable at `r·a_row + p·a_col`, `b` at
+/// `p·ldb + 0..16·V` and `c` writable at `r·ldc + 0..16·V` for `r < R`, `p < k`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn avx512_block<const R: usize, const V: usize>(
+    k: usize,
+    a: *const f32,
+    (a_row, a_col): (usize, usize),
+    b: *const f32,
+    ldb: usize,
+    c: *mut f32,
+    ldc: usize,
+) {
+    use std::arch::x86_64::{__m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps};
+    let mut acc: [[__m512; V]; R] = [[_mm512_setzero_ps(); V]; R];
+    for p in 0..k {
+        let mut b_row: [__m512; V] = [_mm512_setzero_ps(); V];
+        for (v, lanes) in b_row.iter_mut().enumerate() {
+            // SAFETY: inside `B` by the contract.
+            *lanes = unsafe { _mm512_loadu_ps(b.add(p * ldb + 16 * v)) };
+        }
+        for (r, acc_row) in acc.iter_mut().enumerate() {
+            // SAFETY: inside `A` by the contract.
+            let a_value = _mm512_set1_ps(unsafe { *a.add(r * a_row + p * a_col) });
+            for (sum, &lanes) in acc_row.iter_mut().zip(&b_row) {
+                *sum = _mm512_fmadd_ps(a_value, lanes, *sum);
+            }
+        }
+    }
+    for (r, acc_row) in acc.iter().enumerate() {
+        for (v, &sum) in acc_row.iter().enumerate() {
+            // SAFETY: inside `C` by the contract.
+            unsafe {
+                let out = c.add(r * ldc + 16 * v);
+                _mm512_storeu_ps(out, _mm512_add_ps(_mm512_loadu_ps(out), sum));
+            }
+        }
     }
 }
 
@@ -107,9 +213,9 @@ pub fn add_product<F: MulAdd>(
             unsafe {
                 let b = (panel_b, panel_ld, panel_col);
                 match width {
-                    64 => tile::<F, 4, 64>(k, a, lda, row, b, col, c, ldc),
-                    32 => tile::<F, 8, 32>(k, a, lda, row, b, col, c, ldc),
-                    _ => tile::<F, 8, 16>(k, a, lda, row, b, col, c, ldc),
+                    64 => F::add_block::<4, 64>(k, a, lda, row, b, col, c, ldc),
+                    32 => F::add_block::<8, 32>(k, a, lda, row, b, col, c, ldc),
+                    _ => F::add_block::<8, 16>(k, a, lda, row, b, col, c, ldc),
                 }
             }
         }
@@ -218,6 +324,22 @@ mod tests {
             add_product::<Fused>((m, n, k), &a_t, Left::Transposed(m), &b, n, &mut c, n);
             for (got, want) in c.iter().zip(&want) {
                 assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "transposed {m}×{n}×{k}: {got} vs {want}");
+            }
+            // The AVX-512 tiles, where this CPU has them.
+            #[cfg(target_arch = "x86_64")]
+            if crate::kernels::simd::isa() == crate::kernels::simd::Isa::Avx512 {
+                #[target_feature(enable = "avx512f,fma")]
+                fn avx512(shape: (usize, usize, usize), a: &[f32], left: Left, b: &[f32], c: &mut [f32]) {
+                    add_product::<Avx512>(shape, a, left, b, shape.1, c, shape.1);
+                }
+                for (a, left) in [(&a, Left::Rows(k)), (&a_t, Left::Transposed(m))] {
+                    let mut c = vec![0f32; m * n];
+                    // SAFETY: `isa()` detected AVX-512 and FMA on this CPU.
+                    unsafe { avx512((m, n, k), a, left, &b, &mut c) };
+                    for (got, want) in c.iter().zip(&want) {
+                        assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "AVX-512 {m}×{n}×{k}: {got} vs {want}");
+                    }
+                }
             }
         }
     }
