@@ -55,8 +55,8 @@ pub fn standard_normal(rng: &mut CotoRng) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
-/// SplitMix64's output function: a fast, well-mixed hash of a 64-bit counter, used for
-/// counter-based dropout draws (any element's draw computed independently of the others).
+/// Hashes a 64-bit counter with SplitMix64's output function. Dropout uses it for
+/// counter-based draws, so each element's draw is computed independently of the others.
 #[inline(always)]
 pub fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);

@@ -1,6 +1,7 @@
-//! coto's CPU kernels against the same math composed from burn operations: the fused attention
-//! (`kernels::CpuAttention`: values, gradients, padding of odd sizes, dropout draws) and the
-//! base linear layer (`kernels::CpuLinear`) and layer normalisation (`kernels::CpuLayerNorm`).
+//! Tests of coto's CPU kernels against the same math composed from burn operations. They cover
+//! the fused attention (`kernels::CpuAttention`: values, gradients, padding of odd sizes,
+//! dropout draws), the base linear layer (`kernels::CpuLinear`) and layer normalisation
+//! (`kernels::CpuLayerNorm`).
 
 use burn::backend::Dispatch;
 use burn::tensor::activation::softmax;
@@ -20,7 +21,7 @@ fn fused(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, bias: Tensor<2>, spec: Attent
     ))
 }
 
-/// The same attention composed from burn operations, without dropout.
+/// Computes the same attention from burn operations, without dropout.
 fn composed(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, bias: Tensor<2>, heads: usize) -> Tensor<3> {
     let [batch, seq, hidden] = q.dims();
     let head_dim = hidden / heads;
@@ -29,7 +30,7 @@ fn composed(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, bias: Tensor<2>, heads: us
     softmax(scores, 3).matmul(split(v)).swap_dims(1, 2).reshape([batch, seq, hidden])
 }
 
-/// A key bias that masks the last `masked[b]` keys of sequence `b`, as the model builds it.
+/// Builds a key bias that masks the last `masked[b]` keys of sequence `b`, as the model does.
 fn key_bias(masked: &[usize], seq: usize, device: &Device) -> Tensor<2> {
     let values: Vec<f32> =
         masked.iter().flat_map(|&m| (0..seq).map(move |j| if j + m >= seq { f32::MIN } else { 0.0 })).collect();
@@ -45,8 +46,8 @@ fn no_dropout(heads: usize) -> AttentionSpec {
 }
 
 #[test]
-fn fused_attention_matches_composed_values_and_gradients() {
-    // Sequence 13 and head size 6 are padded to 16 inside the kernel; head size 32 and
+fn attention_matches_composed_ops() {
+    // Sequence 13 and head size 6 are padded to 16 inside the kernel. Head size 32 and
     // sequence 40 take the kernel's wider tiles.
     for (batch, seq, heads, head_dim) in [(3, 13, 3, 6), (2, 40, 2, 32)] {
         let device = Device::flex().autodiff();
@@ -73,7 +74,7 @@ fn fused_attention_matches_composed_values_and_gradients() {
 }
 
 #[test]
-fn untracked_forward_equals_tracked_forward() {
+fn attention_untracked_equals_tracked() {
     let plain = Device::flex();
     let input = |device: &Device| Tensor::<3>::random([2, 20, 24], Distribution::Default, device);
     let (q, k, v) = (input(&plain), input(&plain), input(&plain));
@@ -90,7 +91,7 @@ fn untracked_forward_equals_tracked_forward() {
 /// With `V` the identity of each head, the output rows are the dropped-out probabilities, so
 /// each value is either 0 or the undropped probability over `1 − p`.
 #[test]
-fn dropout_zeroes_the_requested_fraction_and_rescales_the_rest() {
+fn attention_dropout_fraction_and_scale() {
     let (batch, seq, heads, prob) = (64, 16, 2, 0.25);
     let device = Device::flex();
     let hidden = heads * seq;
@@ -111,7 +112,7 @@ fn dropout_zeroes_the_requested_fraction_and_rescales_the_rest() {
             assert!((d - f / (1.0 - prob as f32)).abs() < 1e-6, "kept value {d} is not {f} / (1 − p)");
         }
     }
-    // 32 768 draws: the binomial standard error at p = 0.25 is 0.0024; allow five of them.
+    // 32 768 draws: the binomial standard error at p = 0.25 is 0.0024. Allow five of them.
     let fraction = f64::from(zeros) / dropped.len() as f64;
     assert!((fraction - prob).abs() < 0.012, "dropped fraction {fraction}, expected {prob}");
 
@@ -123,9 +124,9 @@ fn dropout_zeroes_the_requested_fraction_and_rescales_the_rest() {
 }
 
 /// With dropout on, the gradient must still be the derivative of the forward pass with the
-/// same draws: compare it with central differences along random directions.
+/// same draws, so it is compared with central differences along random directions.
 #[test]
-fn dropout_gradient_matches_finite_differences() {
+fn attention_dropout_gradient_finite_differences() {
     let (batch, seq, heads, head_dim) = (2, 9, 2, 5);
     let hidden = heads * head_dim;
     let device = Device::flex().autodiff();
@@ -165,7 +166,7 @@ fn dropout_gradient_matches_finite_differences() {
 }
 
 #[test]
-fn cpu_linear_matches_burn_linear_and_its_gradients() {
+fn linear_matches_burn_linear() {
     // 111 rows: six blocks of 16 on the threads, then a padded tail of 15.
     let device = Device::flex().autodiff();
     let x = Tensor::<3>::random([3, 37, 48], Distribution::Normal(0.0, 1.0), &device).require_grad();
@@ -193,8 +194,8 @@ fn cpu_linear_matches_burn_linear_and_its_gradients() {
 }
 
 #[test]
-fn cpu_layer_norm_matches_burn_and_its_gradients() {
-    // 111 rows make a ragged last unit of work; width 20 leaves a remainder after 16 lanes.
+fn layer_norm_matches_burn_layer_norm() {
+    // 111 rows make a ragged last unit of work, and width 20 leaves a remainder after 16 lanes.
     for width in [48, 20] {
         let device = Device::flex().autodiff();
         let mut norm = LayerNormConfig::new(width).with_epsilon(1e-12).init(&device);

@@ -3,11 +3,11 @@
 //! per (sequence, head) in cache-sized tiles on all cores.
 //!
 //! Composed from burn operations the same math took about half of a MiniLM training step on
-//! the CPU: flex multiplies the `seq × head_dim × seq` products through a general matrix
-//! library at under 20 GFLOP/s, and the mask, softmax, dropout and their gradients each make a
-//! pass over `batch × heads × seq²` values. Here each head's scores stay in a tile of
-//! `seq²` floats; only the probabilities (and the dropout draws) are kept for the backward
-//! pass.
+//! the CPU. flex multiplies the `seq × head_dim × seq` products through a general matrix
+//! library at under 20 GFLOP/s (measured at MiniLM's shapes). The mask, softmax, dropout and
+//! their gradients each make a pass over `batch × heads × seq²` values. Here each head's scores
+//! stay in a tile of `seq²` floats, and only the probabilities and the dropout draws are kept
+//! for the backward pass.
 //!
 //! Inputs and output keep the linear layers' layout `[batch, seq, heads · head_dim]`, so no
 //! head split or merge is copied. The sequence and head sizes are padded to a multiple of
@@ -35,7 +35,7 @@ use crate::rng::splitmix64;
 /// The settings of one attention call.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AttentionSpec {
-    /// Number of heads; the last input dimension must be a multiple of it.
+    /// Number of heads. The last input dimension must be a multiple of it.
     pub heads: usize,
     /// Probability of zeroing each attention probability (dropout), `0` in evaluation.
     pub dropout: f64,
@@ -47,7 +47,7 @@ pub struct AttentionSpec {
 #[backend_extension(Flex, Autodiff)]
 pub trait CpuAttention: Backend {
     /// Attends with `q`, `k`, `v` of shape `[batch, seq, heads · head_dim]` and the additive
-    /// key bias `[batch, seq]` (large negative for padded keys; it gets no gradient), returning
+    /// key bias `[batch, seq]`, large negative for padded keys (it gets no gradient). Returns
     /// the heads' contexts side by side, `[batch, seq, heads · head_dim]` (float32 tensors).
     fn cpu_attention(
         q: FloatTensor<Self>,
@@ -60,7 +60,7 @@ pub trait CpuAttention: Backend {
 
 /// The kernels behind [`CpuAttention`] on a backend without autodiff.
 pub trait CpuAttentionParts: Backend {
-    /// What the forward pass keeps for the backward pass.
+    /// The state a tracked forward pass keeps for the backward pass.
     type Saved: Clone + Send + fmt::Debug + 'static;
 
     /// Computes the attention output, and with `save` what the backward pass needs.
@@ -74,7 +74,7 @@ pub trait CpuAttentionParts: Backend {
     ) -> (FloatTensor<Self>, Option<Self::Saved>);
 
     /// Computes the gradients of `q`, `k` and `v` from the output's gradient `dy`, each only
-    /// where `needed` says so.
+    /// where `needed` is set.
     fn attention_backward(saved: Self::Saved, dy: FloatTensor<Self>, needed: [bool; 3]) -> [Option<FloatTensor<Self>>; 3];
 }
 
@@ -95,7 +95,8 @@ impl Geometry {
     fn new(shape: &[usize], heads: usize) -> Self {
         assert_eq!(shape.len(), 3, "attention inputs are [batch, seq, hidden], got {shape:?}");
         let [batch, seq, hidden] = [shape[0], shape[1], shape[2]];
-        assert!(heads > 0 && hidden % heads == 0, "hidden size {hidden} is not a multiple of {heads} heads");
+        assert!(heads > 0, "attention needs at least one head");
+        assert!(hidden % heads == 0, "hidden size {hidden} is not a multiple of {heads} heads");
         let head_dim = hidden / heads;
         Self { batch, seq, heads, head_dim, seq_pad: seq.next_multiple_of(TILE), dim_pad: head_dim.next_multiple_of(TILE) }
     }
@@ -115,8 +116,8 @@ impl Geometry {
     }
 }
 
-/// What the CPU forward pass keeps: the inputs, the probabilities before dropout, and which
-/// of them dropout kept (when dropout is on).
+/// The state a tracked CPU attention keeps: the inputs, the probabilities before dropout, and
+/// which of them dropout kept (when dropout is on).
 #[derive(Clone)]
 pub struct FlexAttentionSaved {
     q: FloatTensor<Flex>,
@@ -198,6 +199,7 @@ impl CpuAttentionParts for Flex {
             v: float32_values(&saved.v),
             bias: &[],
         };
+
         let upstream = float32_values(&dy);
         let probs: &[f32] = &saved.probs;
         let kept: &[u8] = saved.kept.as_deref().map_or(&[], |kept| kept.as_slice());
@@ -211,11 +213,13 @@ impl CpuAttentionParts for Flex {
             .zip(plan.split(&mut dv, rows(needed[2])))
             .map(|(((sequences, dq), dk), dv)| BackwardJob { sequences, dq, dk, dv })
             .collect();
+
         let saved_parts = SavedParts { inputs: &inputs, upstream, probs, kept };
         plan.run(jobs, |job| backward_job(&geometry, &saved.spec, &saved_parts, job));
         let wrap = |values: Vec<f32>, need: bool| {
             need.then(|| FloatTensor::<Self>::from_data(TensorData::new(values, shape.clone())))
         };
+
         [wrap(dq, needed[0]), wrap(dk, needed[1]), wrap(dv, needed[2])]
     }
 }
@@ -265,7 +269,7 @@ impl<B: Backend + CpuAttentionParts, C: CheckpointStrategy> CpuAttention for Aut
         match AttentionBackward.prepare::<C>(nodes).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
                 let (output, saved) = B::attention_forward(q, k, v, key_bias, spec, true);
-                prep.finish(saved.expect("the forward pass saves its state when asked"), output)
+                prep.finish(saved.expect("a forward pass asked to save returns its state"), output)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::attention_forward(q, k, v, key_bias, spec, false).0),
         }
@@ -280,7 +284,7 @@ struct Inputs<'a> {
     bias: &'a [f32],
 }
 
-/// What the backward pass reads: the inputs, the output's gradient, the kept probabilities
+/// The backward pass's operands: the inputs, the output's gradient, the kept probabilities
 /// `[batch, heads, seq_pad, seq_pad]`, and the dropout draws (empty without dropout).
 struct SavedParts<'a> {
     inputs: &'a Inputs<'a>,
@@ -359,7 +363,7 @@ impl Draws {
         }
     }
 
-    /// Whether element `index` (of `[batch, heads, seq, seq]`) is kept.
+    /// Returns whether element `index` (of `[batch, heads, seq, seq]`) is kept.
     #[inline(always)]
     fn kept(&self, index: u64) -> bool {
         splitmix64(self.key ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03)) & 0xFFFF_FFFF >= self.threshold
@@ -379,7 +383,7 @@ simd_dispatch! {
     fn backward_job(g: &Geometry, spec: &AttentionSpec, saved: &SavedParts<'_>, job: BackwardJob<'_>) => backward_sequences
 }
 
-/// The forward pass for the sequences of `job`.
+/// Computes the forward pass for the sequences of `job`.
 #[inline(always)]
 fn forward_sequences<F: MulAdd>(g: &Geometry, spec: &AttentionSpec, inputs: &Inputs<'_>, job: ForwardJob<'_>) {
     let (sp, dp) = (g.seq_pad, g.dim_pad);
@@ -431,7 +435,7 @@ fn forward_sequences<F: MulAdd>(g: &Geometry, spec: &AttentionSpec, inputs: &Inp
     }
 }
 
-/// The backward pass for the sequences of `job`.
+/// Computes the backward pass for the sequences of `job`.
 #[inline(always)]
 fn backward_sequences<F: MulAdd>(g: &Geometry, spec: &AttentionSpec, saved: &SavedParts<'_>, job: BackwardJob<'_>) {
     let (sp, dp) = (g.seq_pad, g.dim_pad);
@@ -518,7 +522,7 @@ fn softmax(row: &mut [f32]) {
     }
 }
 
-/// `Σ a·b` over rows whose length is a multiple of [`TILE`].
+/// Returns `Σ a·b` over rows whose length is a multiple of [`TILE`].
 #[inline(always)]
 fn dot<F: MulAdd>(a: &[f32], b: &[f32]) -> f32 {
     let mut sums = [0f32; TILE];
@@ -544,8 +548,7 @@ fn gather(rows: &[f32], g: &Geometry, h: usize, scale: f32, out: &mut [f32]) {
 /// Copies head `h` of one sequence's `[seq, hidden]` rows, transposed, into `[dim_pad, seq_pad]`.
 #[inline(always)]
 fn gather_transposed(rows: &[f32], g: &Geometry, h: usize, out: &mut [f32]) {
-    // Column by column: the writes run along `out`'s rows, the reads stay in the few cache
-    // lines of the head's columns.
+    // Column by column, so that the writes run along `out`'s rows.
     for (d, out_row) in out.chunks_exact_mut(g.seq_pad).take(g.head_dim).enumerate() {
         let column = h * g.head_dim + d;
         for (out, row) in out_row.iter_mut().zip(rows.chunks_exact(g.hidden())) {

@@ -1,10 +1,11 @@
 //! The frozen base layers' `y = x·W + b` on burn's CPU backend (flex) as a backend extension,
 //! forward and backward, on all cores through coto's register-tile product.
 //!
-//! burn flex hands these products to a general matrix library that reaches about 110 GFLOP/s
-//! on two AVX-512 cores when the output is wide (`384 → 1536` at MiniLM's shapes) and about
-//! 200 GFLOP/s otherwise; the tile product reaches about 190 GFLOP/s for both (`cargo run
-//! --release -- bench --device cpu` measures the effect on a training step).
+//! burn flex hands these products to a general matrix library. On the development machine's two
+//! AVX-512 cores it reached about 110 GFLOP/s for wide outputs (`384 → 1536` at MiniLM's
+//! shapes) and about 200 GFLOP/s otherwise. The tile product reaches 170 to 215 GFLOP/s for
+//! all three shapes of MiniLM's layers. `coto bench --device cpu` measures the effect on a
+//! training step.
 
 use std::fmt;
 

@@ -1,10 +1,13 @@
-//! Hand-written kernels. WGSL kernels for the LoRA layer (`shaders/*.wgsl`), used automatically
-//! for active plain-LoRA adapters on wgpu devices (native and WebGPU); on burn's CPU backend,
-//! coto's own fused attention and exact GELU, vectorised for the CPU's instruction set. [`set_fused_kernels`] or `COTO_FUSED_KERNELS=0` switches the
-//! kernels off for comparison.
+//! Hand-written kernels.
 //!
-//! NOTE: the kernels are tested for correctness on llvmpipe and in Chromium's WebGPU; their
-//! speed has been measured only on llvmpipe, where they match the composed operations.
+//! - WGSL kernels for the LoRA layer (`shaders/*.wgsl`) run automatically for active plain-LoRA
+//!   adapters on wgpu devices (native and WebGPU). [`set_fused_kernels`] or
+//!   `COTO_FUSED_KERNELS=0` switches them off for comparison.
+//! - On burn's CPU backend, coto's own attention, base linear layers, LayerNorm and exact GELU
+//!   run in place of the composed burn operations, vectorised for the CPU's instruction set.
+//!
+//! NOTE: the WGSL kernels are tested for correctness on llvmpipe and in Chromium's WebGPU;
+//! their speed has been measured only on llvmpipe, where they match the composed operations.
 
 mod attention;
 mod gelu;

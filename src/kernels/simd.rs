@@ -1,12 +1,15 @@
 //! The instruction set coto's CPU kernels are compiled for, chosen once at run time. Each
-//! kernel body is generic over [`MulAdd`](super::tile::MulAdd) and `#[inline(always)]`, and a
-//! thin wrapper per instruction set (`#[target_feature]`) lets the compiler vectorise it with
-//! 512-bit or 256-bit registers and fused multiply-adds; other CPUs and WebAssembly get the
-//! portable build.
+//! kernel body is generic over [`MulAdd`](super::tile::MulAdd) and `#[inline(always)]`. A thin
+//! wrapper per instruction set (`#[target_feature]`) lets the compiler vectorise it with 512-bit
+//! or 256-bit registers and fused multiply-adds. Other CPUs and WebAssembly get the portable
+//! build.
 
+#[cfg(target_arch = "x86_64")]
 use std::sync::OnceLock;
 
-/// The vector instructions a kernel may use.
+/// The vector instructions a kernel may use (on x86-64; other targets always run the portable
+/// build).
+#[cfg(target_arch = "x86_64")]
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
     /// AVX-512 (F, VL, DQ, BW) with FMA.
@@ -18,6 +21,7 @@ pub enum Isa {
 }
 
 /// Returns the best [`Isa`] this CPU supports (detected on the first call).
+#[cfg(target_arch = "x86_64")]
 pub fn isa() -> Isa {
     static DETECTED: OnceLock<Isa> = OnceLock::new();
     *DETECTED.get_or_init(detect)
@@ -39,11 +43,6 @@ fn detect() -> Isa {
     } else {
         Isa::Portable
     }
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn detect() -> Isa {
-    Isa::Portable
 }
 
 /// Defines `$name`, which runs the `#[inline(always)]` generic kernel `$body::<F>` compiled

@@ -6,9 +6,8 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::Flex;
 use burn::tensor::DType;
 
-/// How `units` independent pieces of work (sequences, blocks of rows) are shared among
-/// threads: contiguous ranges, one per thread (one thread where the platform has none, as in
-/// browsers).
+/// A split of `units` independent pieces of work (sequences, blocks of rows) among threads:
+/// contiguous ranges, one per thread (one thread where the platform has none, as in browsers).
 pub struct ThreadPlan {
     units: usize,
     per_thread: usize,

@@ -1,10 +1,10 @@
 //! Small dense products and element-wise helpers for coto's CPU kernels, written so that the
 //! compiler vectorises them: fixed-size register tiles, no library calls. The callers compile
-//! them once per instruction set (see [`dispatch_simd`](super::simd)).
+//! them once per instruction set (see [`simd_dispatch`](super::simd::simd_dispatch)).
 
-/// How a kernel computes `a·b + c`: one fused instruction where the CPU has FMA, else a
-/// multiply and an add (a library `fmaf` call per element would be far slower). It also picks
-/// the register-tile code of the products.
+/// The arithmetic of a kernel build: `a·b + c` as one fused instruction where the CPU has FMA,
+/// else a multiply and an add (a library `fmaf` call per element would be far slower), and the
+/// register-tile code of the products.
 pub trait MulAdd {
     /// Returns `a·b + c`.
     fn mul_add(a: f32, b: f32, c: f32) -> f32;
@@ -42,9 +42,9 @@ impl MulAdd for Fused {
     }
 }
 
-/// Fused multiply-adds, with register tiles written in AVX-512 intrinsics: the compiler keeps
-/// the portable tile's accumulators in memory, one load and store per multiply-add (only for
-/// code compiled with the `avx512f` and `fma` features).
+/// Fused multiply-adds, with register tiles written in AVX-512 intrinsics (only for code
+/// compiled with the `avx512f` and `fma` features). The compiler keeps the portable tile's
+/// accumulators in memory, with one load and one store per multiply-add.
 #[cfg(target_arch = "x86_64")]
 pub struct Avx512;
 
@@ -138,7 +138,7 @@ impl MulAdd for Separate {
 /// Row and column counts of the tile products must be multiples of this.
 pub const TILE: usize = 16;
 
-/// How the `m × k` left factor of a product lies in memory.
+/// The memory layout of the `m × k` left factor of a product.
 #[derive(Debug, Clone, Copy)]
 pub enum Left {
     /// Row-major with this leading dimension (at least `k`).
@@ -159,7 +159,7 @@ impl Left {
     }
 }
 
-/// Adds `A·B` to `C`: `A` is `m × k` as `left` says, `B` is `k × n` and `C` is `m × n`,
+/// Adds `A·B` to `C`: `A` is `m × k` in the layout `left`, `B` is `k × n` and `C` is `m × n`,
 /// row-major with leading dimensions `ldb` and `ldc`. `m` and `n` must be multiples of
 /// [`TILE`].
 ///
@@ -176,7 +176,8 @@ pub fn add_product<F: MulAdd>(
     c: &mut [f32],
     ldc: usize,
 ) {
-    assert!(m % TILE == 0 && n % TILE == 0, "tile product of {m} × {n}: not multiples of {TILE}");
+    assert!(m % TILE == 0, "tile product with {m} rows: not a multiple of {TILE}");
+    assert!(n % TILE == 0, "tile product with {n} columns: not a multiple of {TILE}");
     if m == 0 || n == 0 {
         return;
     }
@@ -187,7 +188,8 @@ pub fn add_product<F: MulAdd>(
     assert!(a_fits, "A is too short for {m} × {k}");
     let lda = left.strides();
     assert!(k == 0 || (b.len() >= (k - 1) * ldb + n && ldb >= n), "B is too short for {k} × {n}");
-    assert!(c.len() >= (m - 1) * ldc + n && ldc >= n, "C is too short for {m} × {n}");
+    assert!(ldc >= n, "C's leading dimension {ldc} is below its {n} columns");
+    assert!(c.len() >= (m - 1) * ldc + n, "C is too short for {m} × {n}");
     let pack = ldb > 64;
     let mut panel = if pack { vec![0f32; k * 64] } else { Vec::new() };
     let mut col = 0;
@@ -209,7 +211,7 @@ pub fn add_product<F: MulAdd>(
         };
         for row in (0..m).step_by(if width == 64 { 4 } else { 8 }) {
             // SAFETY: the asserts above bound every index the tile reads or writes, and the
-            // panel holds `k` rows of `width` columns.
+            // panel has `k` rows of `width` columns.
             unsafe {
                 let b = (panel_b, panel_ld, panel_col);
                 match width {

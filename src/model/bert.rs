@@ -119,8 +119,8 @@ impl BertSelfAttention {
 }
 
 impl BertSelfAttention {
-    /// The same attention as [`Self::forward`] as one fused kernel on burn's CPU backend, from
-    /// `[batch, seq, hidden]` projections and the key bias `[batch, seq]`.
+    /// Computes the same attention as [`Self::forward`] in one fused kernel on burn's CPU
+    /// backend, from `[batch, seq, hidden]` projections and the key bias `[batch, seq]`.
     fn cpu_attention(&self, q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, key_bias: Tensor<2>) -> Tensor<3> {
         let dropout = dropout_is_active(&self.dropout, &q.device());
         let spec = AttentionSpec {

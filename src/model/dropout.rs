@@ -56,7 +56,7 @@ pub fn next_mask_key() -> u64 {
     splitmix64(seed ^ splitmix64(stream))
 }
 
-/// A mask of `len` values, each `0` with probability `prob` and `1 / (1 − prob)` otherwise.
+/// Draws a mask of `len` values, each `0` with probability `prob` and `1 / (1 − prob)` otherwise.
 fn cpu_mask(len: usize, prob: f64) -> Vec<f32> {
     let key = next_mask_key();
     // Compare 32-bit draws against `prob · 2³²`: the probability is exact to 2⁻³².
