@@ -63,10 +63,13 @@ pub fn kernels_apply(device: &Device) -> bool {
 }
 
 /// Applies the frozen base layer `x·W + b`: coto's own kernel on burn's CPU backend where the
-/// sizes suit it, else burn's linear layer.
+/// sizes suit it and the CPU has AVX-512, else burn's linear layer.
+///
+/// NOTE: on other CPUs (AVX2, ARM, WebAssembly) the tile product has not been measured against
+/// burn's matrix library, which has tuned kernels for them, so burn's layer stays.
 pub fn base_linear<const D: usize>(base: &Linear, x: Tensor<D>) -> Tensor<D> {
     let [inputs, outputs] = base.weight.dims();
-    let on_cpu = x.device().without_autodiff() == Device::flex() && x.dtype() == DType::F32;
+    let on_cpu = x.device().without_autodiff() == Device::flex() && x.dtype() == DType::F32 && simd::has_avx512();
     match &base.bias {
         Some(bias) if on_cpu && cpu_linear_fits(inputs, outputs) => {
             Tensor::from_dispatch(<Dispatch as CpuLinear>::cpu_linear(

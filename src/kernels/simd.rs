@@ -27,6 +27,14 @@ pub fn isa() -> Isa {
     *DETECTED.get_or_init(detect)
 }
 
+/// Returns whether the kernels run with AVX-512 on this CPU.
+pub fn has_avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return isa() == Isa::Avx512;
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 #[cfg(target_arch = "x86_64")]
 fn detect() -> Isa {
     let has = |avx512: bool| {
