@@ -16,8 +16,7 @@ mod linear;
 mod ops;
 pub(crate) mod simd;
 mod threads;
-#[doc(hidden)]
-pub mod tile;
+pub(crate) mod tile;
 mod wgsl;
 
 use std::sync::atomic::{AtomicU8, Ordering};

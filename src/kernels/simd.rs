@@ -20,11 +20,21 @@ pub enum Isa {
     Portable,
 }
 
-/// Returns the best [`Isa`] this CPU supports (detected on the first call).
+/// Returns the best [`Isa`] this CPU supports (detected on the first call), or a lower one
+/// named by `COTO_CPU_ISA` (`avx2` or `portable`), which tests use to run the other builds.
 #[cfg(target_arch = "x86_64")]
 pub fn isa() -> Isa {
     static DETECTED: OnceLock<Isa> = OnceLock::new();
-    *DETECTED.get_or_init(detect)
+    *DETECTED.get_or_init(|| {
+        let detected = detect();
+        let requested = match std::env::var("COTO_CPU_ISA").as_deref() {
+            Ok("portable") => Isa::Portable,
+            Ok("avx2") => Isa::Avx2,
+            _ => detected,
+        };
+        // Never above what the CPU has: `Isa` orders from the widest to the portable build.
+        if requested as u8 > detected as u8 { requested } else { detected }
+    })
 }
 
 /// Returns whether the kernels run with AVX-512 on this CPU.
