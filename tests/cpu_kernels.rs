@@ -4,10 +4,10 @@
 //! (`kernels::CpuLayerNorm`).
 
 use burn::backend::Dispatch;
-use burn::tensor::activation::softmax;
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
 use burn::module::Param;
 use burn::nn::LayerNormConfig;
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Distribution, Gradients, Tensor, TensorData};
 use coto::kernels::{AttentionSpec, CpuAttention, CpuLinear, layer_norm};
 
 /// Runs the fused kernel on `[batch, seq, heads · head_dim]` inputs and a `[batch, seq]` bias.
@@ -39,6 +39,11 @@ fn key_bias(masked: &[usize], seq: usize, device: &Device) -> Tensor<2> {
 
 fn max_abs_diff(a: Tensor<3>, b: Tensor<3>) -> f32 {
     (a - b).abs().max().into_scalar()
+}
+
+/// Returns the largest difference between the gradients of `param` in two backward passes.
+fn grad_diff<const D: usize>(param: &Tensor<D>, got: &Gradients, want: &Gradients) -> f32 {
+    (param.grad(got).unwrap() - param.grad(want).unwrap()).abs().max().into_scalar()
 }
 
 fn no_dropout(heads: usize) -> AttentionSpec {
@@ -187,9 +192,9 @@ fn linear_matches_burn_linear() {
     let want_grads = (want * upstream).sum().backward();
     let dx = max_abs_diff(x.grad(&got_grads).unwrap(), x.grad(&want_grads).unwrap());
     assert!(dx < 1e-4, "dx differs by {dx}");
-    let dw: f32 = (weight.grad(&got_grads).unwrap() - weight.grad(&want_grads).unwrap()).abs().max().into_scalar();
+    let dw = grad_diff(&weight, &got_grads, &want_grads);
     assert!(dw < 1e-3, "dW differs by {dw}");
-    let db: f32 = (bias.grad(&got_grads).unwrap() - bias.grad(&want_grads).unwrap()).abs().max().into_scalar();
+    let db = grad_diff(&bias, &got_grads, &want_grads);
     assert!(db < 1e-3, "db differs by {db}");
 }
 
@@ -214,11 +219,9 @@ fn layer_norm_matches_burn_layer_norm() {
         let want_grads = (want * upstream).sum().backward();
         let dx = max_abs_diff(x.grad(&got_grads).unwrap(), x.grad(&want_grads).unwrap());
         assert!(dx < 1e-4, "width {width}: dx differs by {dx}");
-        let gamma = norm.gamma.val();
-        let dgamma: f32 = (gamma.grad(&got_grads).unwrap() - gamma.grad(&want_grads).unwrap()).abs().max().into_scalar();
+        let dgamma = grad_diff(&norm.gamma.val(), &got_grads, &want_grads);
         assert!(dgamma < 1e-3, "width {width}: dgamma differs by {dgamma}");
-        let beta = norm.beta.as_ref().unwrap().val();
-        let dbeta: f32 = (beta.grad(&got_grads).unwrap() - beta.grad(&want_grads).unwrap()).abs().max().into_scalar();
+        let dbeta = grad_diff(&norm.beta.as_ref().unwrap().val(), &got_grads, &want_grads);
         assert!(dbeta < 1e-3, "width {width}: dbeta differs by {dbeta}");
     }
 }

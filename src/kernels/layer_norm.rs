@@ -17,6 +17,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Flex, TensorMetadata, backend_extension};
 use burn::tensor::{Shape, TensorData};
 
+use super::register_gradients;
 use super::simd::simd_dispatch;
 use super::threads::{ThreadPlan, float32_values, row_major};
 use super::tile::MulAdd;
@@ -179,13 +180,9 @@ impl<B: Backend + CpuLayerNormParts> Backward<B, 3> for LayerNormBackward {
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _checkpointer: &mut Checkpointer) {
         let dy = grads.consume::<B>(&ops.node);
-        let needed = ops.parents.each_ref().map(Option::is_some);
-        let gradients = B::layer_norm_backward(ops.state, dy, needed);
-        for (parent, gradient) in ops.parents.into_iter().zip(gradients) {
-            if let (Some(node), Some(gradient)) = (parent, gradient) {
-                grads.register::<B>(node.id, gradient);
-            }
-        }
+        let parents = ops.parents.map(|parent| parent.map(|node| node.id));
+        let gradients = B::layer_norm_backward(ops.state, dy, parents.map(|parent| parent.is_some()));
+        register_gradients::<B, 3>(grads, parents, gradients);
     }
 }
 

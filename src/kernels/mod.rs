@@ -22,7 +22,10 @@ mod wgsl;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::nn::{LayerNorm, Linear};
-use burn::backend::Dispatch;
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Backend, Dispatch};
 use burn::tensor::{DType, Device, Tensor};
 
 pub use attention::{AttentionSpec, CpuAttention, CpuAttentionParts, FlexAttentionSaved};
@@ -59,6 +62,19 @@ pub fn fused_kernels_enabled() -> bool {
 /// Returns whether the fused kernels apply on `device`: they are on, and it is a wgpu device.
 pub fn kernels_apply(device: &Device) -> bool {
     fused_kernels_enabled() && device.clone().without_autodiff() != Device::flex()
+}
+
+/// Registers each computed gradient with its parent node (parents that are not tracked get none).
+pub(crate) fn register_gradients<B: Backend, const N: usize>(
+    grads: &mut Gradients,
+    parents: [Option<NodeId>; N],
+    gradients: [Option<FloatTensor<B>>; N],
+) {
+    for (parent, gradient) in parents.into_iter().zip(gradients) {
+        if let (Some(node), Some(gradient)) = (parent, gradient) {
+            grads.register::<B>(node, gradient);
+        }
+    }
 }
 
 /// Applies the frozen base layer `x·W + b`: coto's own kernel on burn's CPU backend where the
