@@ -148,12 +148,12 @@ fn attention_dropout_gradient_finite_differences() {
     let grads = loss(q.clone(), k.clone(), v.clone()).backward();
 
     let eps = 1e-2;
-    for which in 0..3 {
+    for input in 0..3 {
         let direction = random(0.0).detach();
         let shifted = |sign: f64| {
             let step = direction.clone() * (sign * eps);
             let [mut a, mut b, mut c] = [q.clone().detach(), k.clone().detach(), v.clone().detach()];
-            match which {
+            match input {
                 0 => a = a + step,
                 1 => b = b + step,
                 _ => c = c + step,
@@ -161,11 +161,11 @@ fn attention_dropout_gradient_finite_differences() {
             f64::from(loss(a, b, c).into_scalar::<f32>())
         };
         let numeric = (shifted(1.0) - shifted(-1.0)) / (2.0 * eps);
-        let grad = [&q, &k, &v][which].grad(&grads).unwrap();
+        let grad = [&q, &k, &v][input].grad(&grads).unwrap();
         let analytic = f64::from((grad * direction.inner()).sum().into_scalar::<f32>());
         assert!(
             (numeric - analytic).abs() < 2e-3 * (1.0 + analytic.abs()),
-            "input {which}: finite difference {numeric}, gradient {analytic}"
+            "input {input}: finite difference {numeric}, gradient {analytic}"
         );
     }
 }

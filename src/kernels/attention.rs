@@ -125,7 +125,7 @@ pub struct FlexAttentionSaved {
     k: FloatTensor<Flex>,
     v: FloatTensor<Flex>,
     probs: Arc<Vec<f32>>,
-    kept: Option<Arc<Vec<u8>>>,
+    keep_flags: Option<Arc<Vec<u8>>>,
     geometry: Geometry,
     spec: AttentionSpec,
 }
@@ -159,9 +159,9 @@ impl CpuAttentionParts for Flex {
         let dropout = spec.dropout > 0.0;
         let mut output = vec![0f32; geometry.batch * geometry.rows_len()];
         let probs_len = if save { geometry.probs_len() } else { 0 };
-        let kept_len = if dropout { probs_len } else { 0 };
+        let keep_len = if dropout { probs_len } else { 0 };
         let mut probs = vec![0f32; geometry.batch * probs_len];
-        let mut kept = vec![0u8; geometry.batch * kept_len];
+        let mut keep_flags = vec![0u8; geometry.batch * keep_len];
         let inputs = Inputs { q: float32_values(&q), k: float32_values(&k), v: float32_values(&v), bias };
         let plan = ThreadPlan::new(geometry.batch);
         let jobs = plan
@@ -169,8 +169,8 @@ impl CpuAttentionParts for Flex {
             .into_iter()
             .zip(plan.split(&mut output, geometry.rows_len()))
             .zip(plan.split(&mut probs, probs_len))
-            .zip(plan.split(&mut kept, kept_len))
-            .map(|(((sequences, output), probs), kept)| ForwardJob { sequences, output, probs, kept })
+            .zip(plan.split(&mut keep_flags, keep_len))
+            .map(|(((sequences, output), probs), keep_flags)| ForwardJob { sequences, output, probs, keep_flags })
             .collect();
         plan.run(jobs, |job| forward_job(&geometry, &spec, &inputs, job));
 
@@ -180,7 +180,7 @@ impl CpuAttentionParts for Flex {
             k,
             v,
             probs: Arc::new(probs),
-            kept: dropout.then(|| Arc::new(kept)),
+            keep_flags: dropout.then(|| Arc::new(keep_flags)),
             geometry,
             spec,
         });
@@ -203,7 +203,7 @@ impl CpuAttentionParts for Flex {
 
         let upstream = float32_values(&dy);
         let probs: &[f32] = &saved.probs;
-        let kept: &[u8] = saved.kept.as_deref().map_or(&[], |kept| kept.as_slice());
+        let keep_flags: &[u8] = saved.keep_flags.as_deref().map_or(&[], |flags| flags.as_slice());
         let rows = |need: bool| if need { geometry.rows_len() } else { 0 };
         let plan = ThreadPlan::new(geometry.batch);
         let jobs = plan
@@ -215,7 +215,7 @@ impl CpuAttentionParts for Flex {
             .map(|(((sequences, dq), dk), dv)| BackwardJob { sequences, dq, dk, dv })
             .collect();
 
-        let saved_parts = SavedParts { inputs: &inputs, upstream, probs, kept };
+        let saved_parts = SavedParts { inputs: &inputs, upstream, probs, keep_flags };
         plan.run(jobs, |job| backward_job(&geometry, &saved.spec, &saved_parts, job));
         let wrap = |values: Vec<f32>, need: bool| {
             need.then(|| FloatTensor::<Self>::from_data(TensorData::new(values, shape.clone())))
@@ -287,7 +287,7 @@ struct SavedParts<'a> {
     inputs: &'a Inputs<'a>,
     upstream: &'a [f32],
     probs: &'a [f32],
-    kept: &'a [u8],
+    keep_flags: &'a [u8],
 }
 
 /// One thread's share of a forward pass: a range of sequences and their parts of the output,
@@ -296,7 +296,7 @@ struct ForwardJob<'a> {
     sequences: Range<usize>,
     output: &'a mut [f32],
     probs: &'a mut [f32],
-    kept: &'a mut [u8],
+    keep_flags: &'a mut [u8],
 }
 
 /// One thread's share of a backward pass: a range of sequences and their parts of the three
@@ -362,7 +362,7 @@ impl Draws {
 
     /// Returns whether element `index` (of `[batch, heads, seq, seq]`) is kept.
     #[inline(always)]
-    fn kept(&self, index: u64) -> bool {
+    fn keeps(&self, index: u64) -> bool {
         splitmix64(self.key ^ index.wrapping_mul(0xD1B5_4A32_D192_ED03)) & 0xFFFF_FFFF >= self.threshold
     }
 }
@@ -415,10 +415,10 @@ fn forward_sequences<F: MulAdd>(g: &Geometry, spec: &AttentionSpec, inputs: &Inp
                     for i in 0..g.seq {
                         let range = i * sp..i * sp + g.seq;
                         for (j, (out, &p)) in s.dropped[range.clone()].iter_mut().zip(&probs[range.clone()]).enumerate() {
-                            let kept = draws.kept(first + (i * g.seq + j) as u64);
-                            *out = if kept { p * draws.keep_scale } else { 0.0 };
-                            if !job.kept.is_empty() {
-                                job.kept[slot + i * sp + j] = u8::from(kept);
+                            let keep = draws.keeps(first + (i * g.seq + j) as u64);
+                            *out = if keep { p * draws.keep_scale } else { 0.0 };
+                            if !job.keep_flags.is_empty() {
+                                job.keep_flags[slot + i * sp + j] = u8::from(keep);
                             }
                         }
                     }
@@ -458,11 +458,11 @@ fn backward_sequences<F: MulAdd>(g: &Geometry, spec: &AttentionSpec, saved: &Sav
                 let p = &probs[range.clone()];
                 let grad = &mut s.square[range.clone()];
                 let dropped = &mut s.dropped[range.clone()];
-                if saved.kept.is_empty() {
+                if saved.keep_flags.is_empty() {
                     dropped.copy_from_slice(p);
                 } else {
-                    let kept = &saved.kept[slot + i * sp..slot + (i + 1) * sp];
-                    for ((d, g), (&p, &k)) in dropped.iter_mut().zip(grad.iter_mut()).zip(p.iter().zip(kept)) {
+                    let keep_flags = &saved.keep_flags[slot + i * sp..slot + (i + 1) * sp];
+                    for ((d, g), (&p, &k)) in dropped.iter_mut().zip(grad.iter_mut()).zip(p.iter().zip(keep_flags)) {
                         let factor = f32::from(k) * keep_scale;
                         *d = p * factor;
                         *g *= factor;

@@ -63,19 +63,18 @@ impl CpuLinearParts for Flex {
     fn linear_forward(x: FloatTensor<Self>, weight: FloatTensor<Self>, bias: FloatTensor<Self>) -> FloatTensor<Self> {
         let [inputs, outputs] = matrix_dims(&weight);
         let mut shape = x.shape();
+        let last = shape.num_dims() - 1;
+        assert_eq!(shape[last], inputs, "the input has {} features, the weight {inputs}", shape[last]);
         let (x, weight, bias) = (row_major(x), row_major(weight), row_major(bias));
         let values = float32_values(&x);
         let rows = values.len() / inputs;
         let bias = float32_values(&bias);
         assert_eq!(bias.len(), outputs, "the bias must have {outputs} values");
 
-        let mut output = vec![0f32; rows * outputs];
-        for row in output.chunks_exact_mut(outputs) {
-            row.copy_from_slice(bias);
-        }
+        // Every row starts as the bias, written once instead of zeroed and then copied.
+        let mut output = bias.repeat(rows);
         let product = Product { a: values, left_transposed: false, b: float32_values(&weight), m: rows, n: outputs, k: inputs };
         add_rows_parallel(&product, &mut output);
-        let last = shape.num_dims() - 1;
         shape[last] = outputs;
         FloatTensor::<Self>::from_data(TensorData::new(output, shape))
     }

@@ -32,7 +32,9 @@ pub trait MulAdd {
     }
 }
 
-/// `a·b + c` as one fused multiply-add (only for code compiled with the `fma` feature).
+/// `a·b + c` as one fused multiply-add (only for code compiled with the `fma` feature, which
+/// only x86-64 builds select).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub struct Fused;
 
 impl MulAdd for Fused {
@@ -186,10 +188,12 @@ pub fn add_product<F: MulAdd>(
         Left::Transposed(ld) => ld >= m && (k == 0 || a.len() >= (k - 1) * ld + m),
     };
     assert!(a_fits, "A is too short for {m} × {k}");
+
     let lda = left.strides();
     assert!(k == 0 || (b.len() >= (k - 1) * ldb + n && ldb >= n), "B is too short for {k} × {n}");
     assert!(ldc >= n, "C's leading dimension {ldc} is below its {n} columns");
     assert!(c.len() >= (m - 1) * ldc + n, "C is too short for {m} × {n}");
+
     let pack = ldb > 64;
     let mut panel = if pack { vec![0f32; k * 64] } else { Vec::new() };
     let mut col = 0;
